@@ -1,0 +1,1 @@
+"""Developer tooling: code generation, checks, the platform runner. Never imported by services."""
