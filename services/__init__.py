@@ -1,0 +1,1 @@
+"""Suuupra services: one package per bounded context (DESIGN.md §1)."""

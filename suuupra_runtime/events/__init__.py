@@ -1,0 +1,1 @@
+"""Domain events: transactional outbox, relay, JetStream streams, consumers, inbox, dead letters."""

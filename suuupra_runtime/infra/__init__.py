@@ -1,0 +1,1 @@
+"""Embedded infrastructure processes: PostgreSQL, NATS JetStream, Envoy, free ports."""

@@ -1,0 +1,1 @@
+"""Mesh: topology model, Envoy config rendering, dev CA and SPIFFE workload certificates."""

@@ -1,0 +1,1 @@
+"""Test support: real PostgreSQL/NATS fixtures and the EchoService used by platform tests."""
