@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["suuupra_runtime.testing.fixtures"]
+
 _CATEGORY_BY_FOLDER = {
     "integration": "integration",
     "contract": "integration",

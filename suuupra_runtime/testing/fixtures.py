@@ -1,0 +1,1 @@
+"""pytest plugin with the platform's shared fixtures (registered by the root conftest.py)."""
