@@ -1,0 +1,196 @@
+# mypy: disable-error-code="import-untyped"
+"""Demo data for the dev platform, loaded through the edge with the real RPCs.
+
+A tenant "Demo College" with a tenant admin, an instructor and three students (and a course once a
+courses service exists). Loading is idempotent: every mutating call carries a request id derived
+from what it creates, and ALREADY_EXISTS counts as done, so a restart (or a second run against the
+same database) changes nothing.
+
+Run alone against a running platform: `python -m tools.demo_data --edge 127.0.0.1:17000
+--platform-admin-file .suuupra/demo-credentials.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+from suuupra.identity.v1 import identity_service_pb2 as identity_pb
+from suuupra.identity.v1 import identity_service_pb2_grpc as identity_grpc
+
+DEMO_TENANT_SLUG = "demo-college"
+DEMO_TENANT_NAME = "Demo College"
+DEMO_PASSWORD = "suuupra-demo-2026"
+PLATFORM_TENANT_SLUG = "platform"
+_REQUEST_ID_NAMESPACE = uuid.UUID("6b3f1e8e-5a51-4d0e-9a3c-4f1b1d0c2e7a")
+_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Account:
+    tenant_slug: str
+    email: str
+    password: str
+    display_name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class PlatformAdmin:
+    """The first platform admin, created by identity's bootstrap on its first start."""
+
+    tenant_slug: str
+    email: str
+    password: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> PlatformAdmin:
+        """Read the admin from `path`, or mint one with a random password and save it (0600)."""
+        if path.exists():
+            data = json.loads(path.read_text())
+            return cls(**data["platform_admin"])
+        admin = cls(
+            tenant_slug=PLATFORM_TENANT_SLUG,
+            email="admin@suuupra.local",
+            password=secrets.token_urlsafe(18),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({"platform_admin": asdict(admin)}, indent=2) + "\n")
+        return admin
+
+
+DEMO_ADMIN = Account(
+    DEMO_TENANT_SLUG, "admin@demo-college.example", DEMO_PASSWORD, "Demo Admin", "tenant_admin"
+)
+DEMO_INSTRUCTOR = Account(
+    DEMO_TENANT_SLUG, "instructor@demo-college.example", DEMO_PASSWORD, "Ada Instructor",
+    "instructor",
+)  # fmt: skip
+DEMO_STUDENTS = tuple(
+    Account(DEMO_TENANT_SLUG, f"student{i}@demo-college.example", DEMO_PASSWORD, name, "student")
+    for i, name in enumerate(("Sam Student", "Priya Student", "Lee Student"), start=1)
+)
+DEMO_ACCOUNTS = (DEMO_ADMIN, DEMO_INSTRUCTOR, *DEMO_STUDENTS)
+
+
+def request_id(*parts: str) -> str:
+    """The same request id for the same thing on every run: retries become no-ops."""
+    return str(uuid.uuid5(_REQUEST_ID_NAMESPACE, "/".join(parts)))
+
+
+class DemoDataError(RuntimeError):
+    pass
+
+
+async def login(channel: grpc.aio.Channel, tenant_slug: str, email: str, password: str) -> str:
+    """An access token for the account (no MFA on demo accounts)."""
+    auth = identity_grpc.AuthServiceStub(channel)
+    reply = await auth.Login(
+        identity_pb.LoginRequest(
+            tenant_slug=tenant_slug, email=email, password=password, user_agent="suuupra-demo-data"
+        ),
+        timeout=_TIMEOUT,
+    )
+    if not reply.tokens.access_token:
+        raise DemoDataError(f"login of {email} asked for a second factor")
+    return str(reply.tokens.access_token)
+
+
+def _bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def _created_or_existing(call: Callable[[], object]) -> bool:
+    """True when created now, False when it already existed (the idempotent outcomes)."""
+    try:
+        await call()  # type: ignore[misc]
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.ALREADY_EXISTS:
+            return False
+        raise
+    return True
+
+
+async def load_demo_data(
+    edge_address: str,
+    platform_admin: PlatformAdmin,
+    *,
+    services: Sequence[str],
+    report: Callable[[str], None] = print,
+) -> None:
+    """Create the demo tenant and users through the edge at `edge_address` (native gRPC)."""
+    if "identity" not in services:
+        report("  skip demo data: the identity service is not running")
+        return
+    async with grpc.aio.insecure_channel(edge_address) as channel:
+        try:
+            platform_token = await login(
+                channel, platform_admin.tenant_slug, platform_admin.email, platform_admin.password
+            )
+        except grpc.aio.AioRpcError as err:
+            raise DemoDataError(
+                f"cannot log in as the platform admin {platform_admin.email}: "
+                f"{err.code().name}: {err.details()}"
+            ) from err
+        tenants = identity_grpc.TenantServiceStub(channel)
+        created = await _created_or_existing(
+            lambda: tenants.CreateTenant(
+                identity_pb.CreateTenantRequest(
+                    request_id=request_id("tenant", DEMO_TENANT_SLUG),
+                    slug=DEMO_TENANT_SLUG,
+                    display_name=DEMO_TENANT_NAME,
+                    admin_email=DEMO_ADMIN.email,
+                    admin_display_name=DEMO_ADMIN.display_name,
+                    admin_password=DEMO_ADMIN.password,
+                ),
+                metadata=_bearer(platform_token),
+                timeout=_TIMEOUT,
+            )
+        )
+        report(f"  {'new ' if created else 'have'} tenant {DEMO_TENANT_NAME} ({DEMO_TENANT_SLUG})")
+        admin_token = await login(channel, DEMO_TENANT_SLUG, DEMO_ADMIN.email, DEMO_ADMIN.password)
+        users = identity_grpc.UserServiceStub(channel)
+        for account in (DEMO_INSTRUCTOR, *DEMO_STUDENTS):
+            created = await _created_or_existing(
+                lambda a=account: users.CreateUser(  # type: ignore[misc]
+                    identity_pb.CreateUserRequest(
+                        request_id=request_id("user", DEMO_TENANT_SLUG, a.email),
+                        email=a.email,
+                        display_name=a.display_name,
+                        password=a.password,
+                        roles=[a.role],
+                    ),
+                    metadata=_bearer(admin_token),
+                    timeout=_TIMEOUT,
+                )
+            )
+            report(f"  {'new ' if created else 'have'} {account.role:<10} {account.email}")
+    if "courses" not in services:
+        report("  skip demo course: there is no courses service yet")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.demo_data", description=__doc__)
+    parser.add_argument("--edge", default="127.0.0.1:17000", help="edge address (host:port)")
+    parser.add_argument(
+        "--platform-admin-file",
+        type=Path,
+        default=Path(".suuupra/demo-credentials.json"),
+        help="the runner's credentials file (written by ./dev up)",
+    )
+    args = parser.parse_args(argv)
+    admin = PlatformAdmin.load_or_create(args.platform_admin_file)
+    asyncio.run(load_demo_data(args.edge, admin, services=("identity",)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
