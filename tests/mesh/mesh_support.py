@@ -51,7 +51,7 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def build_test_topology(*, rps: int = 50, burst: int = 50, max_bytes: int = 16384) -> Topology:
+def build_test_topology(*, rps: int = 5, burst: int = 40, max_bytes: int = 16384) -> Topology:
     """alpha → bravo (all EchoService), charlie → bravo (StreamEcho only), edge → bravo."""
     taken: set[int] = set()
     blocks = {name: free_port_block(taken) for name in ("edge", "alpha", "bravo", "charlie")}
