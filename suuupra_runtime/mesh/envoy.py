@@ -59,6 +59,21 @@ _LOCAL_RL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v
 _BUFFER = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
 _BUFFER_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
 _JWT = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+_LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+# gRPC-Web sees Envoy's own 413/429 replies with the generic HTTP mapping (UNKNOWN/UNAVAILABLE):
+# Envoy decides "is this gRPC" before grpc_web rewrites the content type. This runs last on the
+# response (first in the chain) and states what happened: RESOURCE_EXHAUSTED. Native gRPC gets
+# the same code from the rate limit option and the 413 local-reply mapper.
+_GRPC_WEB_LIMIT_STATUS = """
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local status = headers:get(":status")
+  if (status == "413" or status == "429") and headers:get("grpc-status") ~= nil then
+    headers:replace("grpc-status", "8")
+  end
+end
+"""
+_NO_BUFFER = {"envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True}}
 
 
 @dataclass(frozen=True)
@@ -355,9 +370,17 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
     routes: list[dict[str, Any]] = []
     if debug is not None:
         debug_cluster = _mesh_cluster_name(debug.name)
+        routes.append(
+            {"match": {"prefix": HEALTH_PREFIX}, "route": _edge_route_action(debug_cluster, edge)}
+        )
+        # Reflection is a bidi stream: the whole-request buffer would wait forever for its end.
         routes += [
-            {"match": {"prefix": p}, "route": _grpc_route_action(debug_cluster)}
-            for p in (HEALTH_PREFIX, *REFLECTION_PREFIXES)
+            {
+                "match": {"prefix": p},
+                "route": _grpc_route_action(debug_cluster),
+                "typed_per_filter_config": _NO_BUFFER,
+            }
+            for p in REFLECTION_PREFIXES
         ]
     for rpc in edge.unbuffered_rpcs:
         target = next(s for s in routed if any(rpc.startswith(p) for p in s.route_prefixes))
@@ -366,9 +389,7 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
             {
                 "match": match,
                 "route": _edge_route_action(_mesh_cluster_name(target.name), edge),
-                "typed_per_filter_config": {
-                    "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True}
-                },
+                "typed_per_filter_config": _NO_BUFFER,
             }
         )
     for service in routed:
@@ -441,6 +462,13 @@ def _edge_filters(topology: Topology, jwks_service: ServiceSpec | None) -> list[
     # Order matters: CORS answers preflights first; grpc_web turns gRPC-Web into gRPC, so every
     # local reply from the filters after it (429, 401, 413) reaches browsers as gRPC-Web too.
     filters: list[dict[str, Any]] = [
+        {
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": _LUA,
+                "default_source_code": {"inline_string": _GRPC_WEB_LIMIT_STATUS},
+            },
+        },
         {"name": "envoy.filters.http.cors", "typed_config": {"@type": _CORS}},
         {"name": "envoy.filters.http.grpc_web", "typed_config": {"@type": _GRPC_WEB}},
         {"name": "envoy.filters.http.local_ratelimit", "typed_config": _rate_limit(edge)},
@@ -473,6 +501,8 @@ def _rate_limit(edge: EdgeSpec) -> dict[str, Any]:
         "rate_limits": [{"actions": [{"remote_address": {}}]}],
         "descriptors": [{"entries": [{"key": "remote_address"}], "token_bucket": bucket}],
         "max_dynamic_descriptors": 20000,
+        # Only the client's own bucket counts; the default bucket would make it one global limit.
+        "always_consume_default_token_bucket": False,
         "rate_limited_as_resource_exhausted": True,
     }
 
@@ -523,8 +553,8 @@ def _cors_policy(edge: EdgeSpec) -> dict[str, Any]:
 
 
 def _edge_local_replies() -> dict[str, Any]:
-    # An oversize request is RESOURCE_EXHAUSTED in gRPC terms (what grpc servers answer for a
-    # too-large message); Envoy's default 413 mapping would say UNKNOWN.
+    # Native gRPC: an oversize request is RESOURCE_EXHAUSTED (what gRPC servers answer for a
+    # too-large message); Envoy's generic HTTP-to-gRPC mapping would say UNKNOWN.
     return {
         "mappers": [
             {
@@ -532,7 +562,7 @@ def _edge_local_replies() -> dict[str, Any]:
                     "status_code_filter": {
                         "comparison": {
                             "op": "EQ",
-                            "value": {"default_value": 413, "runtime_key": "edge_413"},
+                            "value": {"default_value": code, "runtime_key": f"edge_map_{code}"},
                         }
                     }
                 },
@@ -540,9 +570,10 @@ def _edge_local_replies() -> dict[str, Any]:
                     {
                         "header": {"key": "grpc-status", "value": "8"},
                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    }
+                    },
                 ],
             }
+            for code in (413,)
         ]
     }
 

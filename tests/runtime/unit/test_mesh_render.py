@@ -158,7 +158,7 @@ def test_edge_filter_chain_and_policies() -> None:
     assert address(edge) == ("127.0.0.1", 17000)
     manager = hcm(edge)
     names = [f["name"].rsplit(".", 1)[-1] for f in manager["http_filters"]]
-    assert names == ["cors", "grpc_web", "local_ratelimit", "buffer", "jwt_authn", "router"]
+    assert names == ["lua", "cors", "grpc_web", "local_ratelimit", "buffer", "jwt_authn", "router"]
     filters = {f["name"].rsplit(".", 1)[-1]: f["typed_config"] for f in manager["http_filters"]}
     assert filters["buffer"]["max_request_bytes"] == 65536
     rate = filters["local_ratelimit"]
@@ -179,6 +179,11 @@ def test_edge_filter_chain_and_policies() -> None:
     assert cors["expose_headers"] == CORS_EXPOSED_HEADERS
     assert cors["allow_origin_string_match"] == [{"exact": "http://localhost:5173"}]
     routes = [(r["match"]["prefix"], r["route"]["cluster"]) for r in vhost["routes"]]
+    # Reflection is a bidi stream: it must bypass the whole-request buffer.
+    reflection = [r for r in vhost["routes"] if "reflection" in r["match"]["prefix"]]
+    assert all(
+        r["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] for r in reflection
+    )
     assert routes == [
         ("/grpc.health.v1.Health/", "mesh_identity"),
         ("/grpc.reflection.v1alpha.", "mesh_identity"),
