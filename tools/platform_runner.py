@@ -305,6 +305,10 @@ async def run(options: RunnerOptions) -> int:
 
 
 def main(argv: Sequence[str] = ()) -> int:
+    # `./dev up -- --port-offset 1000`: tools/cli.py hands over everything after `up`, including
+    # the `--` argparse needs there to pass options through.
+    if list(argv[:1]) == ["--"]:
+        argv = argv[1:]
     options = parse_options(argv)
     layout = StateLayout(options.state_dir)
     with state_lock(layout):

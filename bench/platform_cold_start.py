@@ -1,0 +1,102 @@
+# mypy: disable-error-code="import-untyped"
+"""Whole-platform cold start: `./dev up` from an empty state directory until every process is
+healthy (and until demo data is loaded), median of several runs, plus the RSS of each process.
+
+    PYTHONPATH=.:gen .venv/bin/python -m bench.platform_cold_start [--runs 3]
+
+Writes bench/results/platform_cold_start.json. Cold means nothing cached: a new state directory
+per run, so PostgreSQL's initdb, the dev CA and all certificates are part of the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform as host
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.e2e.platform_process import RunningPlatform, start_platform
+
+RESULTS = Path(__file__).resolve().parent / "results" / "platform_cold_start.json"
+HEALTHY_LINE = "[5/5]"  # printed right after the last health check passed
+
+
+def _rss_mb(pid: int, *, with_children: bool) -> float:
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *(proc.children(recursive=True) if with_children else [])]
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return round(total / 2**20, 1)
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
+def _measure(platform: RunningPlatform) -> dict[str, Any]:
+    time.sleep(2)  # let start-up transients (JIT-less imports, first connections) settle
+    rss = {
+        # PostgreSQL is a postmaster plus its backends and workers: count the whole tree.
+        name: _rss_mb(pid, with_children=name == "postgres")
+        for name, pid in platform.child_pids().items()
+    }
+    rss["runner"] = _rss_mb(platform.process.pid, with_children=False)
+    return {
+        "healthy_seconds": round(platform.seconds_until(HEALTHY_LINE), 3),
+        "ready_with_demo_data_seconds": round(platform.seconds_until("Suuupra is ready"), 3),
+        "rss_mb": rss,
+        "rss_total_mb": round(sum(rss.values()), 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    runs = []
+    for i in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="suuupra-cold-") as state:
+            running = start_platform(Path(state) / "state")
+            try:
+                result = _measure(running)
+            finally:
+                stop_started = time.monotonic()
+                code = running.stop()
+                result["stop_seconds"] = round(time.monotonic() - stop_started, 3)
+            if code != 0:
+                raise SystemExit(f"./dev up ended with {code}:\n{running.text()}")
+        runs.append(result)
+        print(
+            f"run {i + 1}: healthy in {result['healthy_seconds']:.2f}s, ready with demo data in "
+            f"{result['ready_with_demo_data_seconds']:.2f}s, stopped in "
+            f"{result['stop_seconds']:.2f}s, RSS {result['rss_total_mb']} MB"
+        )
+    summary = {
+        "benchmark": "platform_cold_start",
+        "what": "./dev up from an empty state dir until every process is healthy",
+        "machine": {"cpus": psutil.cpu_count(), "python": host.python_version()},
+        "runs": runs,
+        "median_healthy_seconds": statistics.median(r["healthy_seconds"] for r in runs),
+        "median_ready_with_demo_data_seconds": statistics.median(
+            r["ready_with_demo_data_seconds"] for r in runs
+        ),
+        "median_stop_seconds": statistics.median(r["stop_seconds"] for r in runs),
+        "rss_mb_last_run": runs[-1]["rss_mb"],
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
