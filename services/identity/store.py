@@ -11,14 +11,17 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.identity import domain
 from services.identity.keys import StoredKey
+
+if TYPE_CHECKING:
+    # Type-only: importing sqlalchemy.ext.asyncio needs greenlet, which pure reads do not.
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 metadata = sa.MetaData()
 
@@ -270,7 +273,7 @@ def _user(row: Any) -> UserRow:
     )
 
 
-Executor = AsyncSession | AsyncConnection
+Executor = "AsyncSession | AsyncConnection"
 
 # ---------------------------------------------------------------------------------------------
 # Tenants
