@@ -29,6 +29,11 @@ from tools.demo_data import (
     PlatformAdmin,
     load_demo_data,
 )
+from tools.platform.bootstrap import (
+    BootstrapError,
+    bootstrap_platform_admin,
+    load_or_create_secrets,
+)
 from tools.platform.envoy_configs import envoy_argv, sidecar_name, write_envoy_configs
 from tools.platform.health import (
     Check,
@@ -62,17 +67,6 @@ def implemented(name: str) -> bool:
     return (ROOT / "services" / service_package(name) / "__main__.py").exists()
 
 
-def service_extra_env(name: str, admin: PlatformAdmin) -> dict[str, str]:
-    """Per-service settings beyond ServerSettings: identity's first-start bootstrap."""
-    if name != "identity":
-        return {}
-    return {
-        "SUUUPRA_IDENTITY_BOOTSTRAP_TENANT_SLUG": admin.tenant_slug,
-        "SUUUPRA_IDENTITY_BOOTSTRAP_ADMIN_EMAIL": admin.email,
-        "SUUUPRA_IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": admin.password,
-    }
-
-
 @contextlib.contextmanager
 def state_lock(layout: StateLayout) -> Iterator[None]:
     """One runner per state dir: two would fight over the same database files."""
@@ -97,6 +91,8 @@ class Platform:
     supervisor: Supervisor = field(default_factory=Supervisor)
     services: list[str] = field(default_factory=list)
     admin: PlatformAdmin | None = None
+    secrets: dict[str, str] = field(default_factory=dict)
+    service_envs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def edge_address(self) -> str:
@@ -122,6 +118,7 @@ class Platform:
         started = time.monotonic()
         self.layout.create()
         self.admin = PlatformAdmin.load_or_create(self.layout.credentials)
+        self.secrets = load_or_create_secrets(self.layout.secrets)
         self.services = [n for n in self.topology.services if implemented(n)]
         for name in self.topology.services:
             if name not in self.services:
@@ -143,7 +140,15 @@ class Platform:
         say("[4/5] waiting for health")
         await wait_healthy(checks, deadline_seconds=self.options.health_timeout, report=say)
 
-        say("[5/5] demo data")
+        say("[5/5] platform admin and demo data")
+        if "identity" in self.services:
+            created = await bootstrap_platform_admin(
+                self.admin,
+                self.service_envs["identity"],
+                root=ROOT,
+                log_path=self.layout.log("identity"),
+            )
+            say(f"  {'new ' if created else 'have'} platform admin {self.admin.email}")
         if not self.options.demo_data:
             say("  skip demo data (--no-demo-data)")
         else:
@@ -163,8 +168,9 @@ class Platform:
                 root=ROOT,
                 log_level=self.options.log_level,
                 base=os.environ,
-                extra=service_extra_env(name, self.admin),
+                extra=self.secrets,
             )
+            self.service_envs[name] = env
             app = self.supervisor.add(
                 start_process(
                     name,
@@ -289,7 +295,7 @@ async def run(options: RunnerOptions) -> int:
             startup.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await startup
-    except (HealthTimeoutError, ProcessExitedError, DemoDataError) as err:
+    except (HealthTimeoutError, ProcessExitedError, BootstrapError, DemoDataError) as err:
         say(f"\nERROR: {err}")
         code = 1
     except Exception as err:  # any other start-up failure: report it, then clean up

@@ -6,6 +6,7 @@
 <state>/envoy/<name>.yaml    rendered Envoy bootstraps (sidecars and edge)
 <state>/logs/<name>.log      one log per service, sidecar and the edge
 <state>/demo-credentials.json  the platform admin's generated password (mode 0600)
+<state>/secrets.json         identity's sealing keys, random per state dir (mode 0600)
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class StateLayout:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / "secrets.json"
 
     @property
     def credentials(self) -> Path:
