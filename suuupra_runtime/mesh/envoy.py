@@ -46,6 +46,8 @@ _HCM = (
     ".HttpConnectionManager"
 )
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+# Apps need no x-envoy-* headers; leaving them out is less work per request on every hop.
+_QUIET_ROUTER = {"@type": _ROUTER, "suppress_envoy_headers": True}
 _RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 _DOWNSTREAM_TLS = (
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -214,11 +216,12 @@ def _inbound_listener(
         "@type": _HCM,
         "stat_prefix": "inbound",
         "codec_type": "AUTO",
+        # The edge (or the calling app's runtime) mints x-request-id; a UUID per hop is waste.
+        "generate_request_id": False,
         # The app learns its caller from XFCC; SANITIZE_SET drops anything a client sent and
         # writes the verified peer certificate's URI SAN (its SPIFFE id).
         "forward_client_cert_details": "SANITIZE_SET",
         "set_current_client_cert_details": {"uri": True},
-        "use_remote_address": True,
         "http2_protocol_options": _h2_options(),
         "route_config": {
             "name": "inbound",
@@ -226,7 +229,7 @@ def _inbound_listener(
         },
         "http_filters": [
             {"name": "envoy.filters.http.rbac", "typed_config": _rbac(topology, spec)},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
+            {"name": "envoy.filters.http.router", "typed_config": _QUIET_ROUTER},
         ],
     }
     tls = {
@@ -330,13 +333,14 @@ def _outbound_listener(
         "@type": _HCM,
         "stat_prefix": "outbound",
         "codec_type": "AUTO",
+        "generate_request_id": False,
         "http2_protocol_options": _h2_options(),
         "route_config": {
             "name": "outbound",
             # An unknown prefix finds no route: 404, which gRPC clients see as UNIMPLEMENTED.
             "virtual_hosts": [{"name": "upstreams", "domains": ["*"], "routes": routes}],
         },
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": _QUIET_ROUTER}],
     }
     return {
         "name": "outbound",
@@ -479,7 +483,7 @@ def _edge_filters(topology: Topology, jwks_service: ServiceSpec | None) -> list[
     ]
     if jwks_service is not None:
         filters.append({"name": "envoy.filters.http.jwt_authn", "typed_config": _jwt(jwks_service)})
-    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": _QUIET_ROUTER})
     return filters
 
 
