@@ -386,13 +386,13 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
             }
             for p in REFLECTION_PREFIXES
         ]
-    for rpc in edge.unbuffered_rpcs:
+    for rpc in edge.streaming_rpcs:
         target = next(s for s in routed if any(rpc.startswith(p) for p in s.route_prefixes))
         match = {"prefix": rpc} if rpc.endswith((".", "/")) else {"path": rpc}
         routes.append(
             {
                 "match": match,
-                "route": _edge_route_action(_mesh_cluster_name(target.name), edge),
+                "route": _edge_stream_route_action(_mesh_cluster_name(target.name), edge),
                 "typed_per_filter_config": _NO_BUFFER,
             }
         )
@@ -583,12 +583,19 @@ def _edge_local_replies() -> dict[str, Any]:
 
 
 def _edge_route_action(cluster: str, edge: EdgeSpec) -> dict[str, Any]:
+    # Unary calls: bounded by the route timeout. (No max_stream_duration here: with it, a call
+    # without grpc-timeout would get no limit at all.) A shorter client deadline still wins: the
+    # client cancels and the app enforces the grpc-timeout header Envoy passes on.
+    return {"cluster": cluster, "timeout": f"{edge.route_timeout_seconds:g}s"}
+
+
+def _edge_stream_route_action(cluster: str, edge: EdgeSpec) -> dict[str, Any]:
+    # Streams outlive any fixed timeout: bounded by inactivity and by the client's deadline.
     return {
         "cluster": cluster,
-        # Unary calls are bounded by the route timeout; streams (which outlive it) are bounded
-        # by the stream idle timeout instead, and a client's grpc-timeout always applies.
-        "timeout": f"{edge.route_timeout_seconds:g}s",
-        "max_stream_duration": {"grpc_timeout_header_max": f"{edge.route_timeout_seconds:g}s"},
+        "timeout": "0s",
+        "idle_timeout": f"{edge.stream_timeout_seconds:g}s",
+        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
     }
 
 
