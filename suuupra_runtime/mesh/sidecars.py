@@ -48,6 +48,7 @@ class EnvoyProcess:
         cwd: Path | None = None,
         log_level: str = "warning",
         concurrency: int = 1,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.base_id = next_base_id() if base_id is None else base_id
@@ -55,6 +56,8 @@ class EnvoyProcess:
         self.cwd = cwd
         self.log_level = log_level
         self.concurrency = concurrency
+        self.cpus = cpus
+        """Pin Envoy (all its threads) to these CPUs, e.g. for benchmarks."""
         self.admin_url = _admin_url(self.config_path)
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -63,7 +66,9 @@ class EnvoyProcess:
         return self._process.pid if self._process else None
 
     def command(self) -> list[str]:
+        pin = ["taskset", "-c", ",".join(map(str, sorted(self.cpus)))] if self.cpus else []
         return [
+            *pin,
             str(envoy_binary()),
             "-c",
             str(self.config_path),

@@ -86,6 +86,22 @@ async def test_grpc_web_server_streaming_delivers_every_message(mesh: RunningMes
     assert {r.message for r in replies} == {"m"}
 
 
+async def test_streams_outlive_the_route_timeout_but_unary_calls_do_not(mesh: RunningMesh) -> None:
+    timeout = mesh.topology.edge.route_timeout_seconds
+    count = int(timeout / 0.5) + 3  # the app pauses 0.5 s between "slow" items
+    request = pb.StreamEchoRequest(message="slow", count=count).SerializeToString()
+    response = await grpc_web_post(mesh, STREAM, request)
+    assert response.grpc_status == 0
+    assert len(response.messages) == count
+    async with edge_channel(mesh) as channel:
+        stub = pb_grpc.EchoServiceStub(channel)
+        await stub.Sleep(pb.SleepRequest(milliseconds=100))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Sleep(pb.SleepRequest(milliseconds=int(timeout * 1000) + 1500))
+    assert info.value.code() in {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}
+    assert "timeout" in (info.value.details() or "").lower()
+
+
 def _request(
     port: int, method: str, path: str, headers: dict[str, str]
 ) -> tuple[int, dict[str, str]]:
