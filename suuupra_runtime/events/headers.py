@@ -19,6 +19,8 @@ from collections.abc import Mapping
 
 from opentelemetry import propagate
 
+from suuupra_runtime.request_context import current_request_id
+
 __all__ = [
     "EVENT_ID",
     "EVENT_KEY",
@@ -75,6 +77,9 @@ def outbound_headers(
         headers[EVENT_KEY] = key
     # Pass-through first, then the live OpenTelemetry context wins if a span is active.
     headers.update(trace_headers(inherited or {}))
+    request_id = current_request_id()
+    if request_id:
+        headers[REQUEST_ID] = request_id
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     headers.update({k: v for k, v in carrier.items() if k in (TRACEPARENT, TRACESTATE)})
