@@ -209,10 +209,11 @@ def _flood(port: int, count: int, source: str) -> list[int]:
 async def test_rate_limit_is_per_client_address(mesh: RunningMesh) -> None:
     # Each test client uses its own loopback address so no other test shares its bucket.
     burst = mesh.topology.edge.rate_limit.burst
-    statuses = await asyncio.to_thread(_flood, mesh.edge_port, burst + 30, "127.0.0.2")
+    statuses = await asyncio.to_thread(_flood, mesh.edge_port, burst + 60, "127.0.0.2")
     exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     assert statuses[: burst // 2] == [0] * (burst // 2)
-    assert statuses.count(exhausted) >= 20, statuses
+    # Even a slow machine (refill 5/s) cannot serve burst + 60 calls within the flood.
+    assert statuses.count(exhausted) >= 10, statuses
     assert set(statuses) == {0, exhausted}
     # Another client address has its own full bucket, even while 127.0.0.2 is throttled.
     others = await asyncio.to_thread(_flood, mesh.edge_port, 10, "127.0.0.3")
