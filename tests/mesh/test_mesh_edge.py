@@ -173,6 +173,7 @@ async def test_grpc_web_with_a_garbage_token_is_unauthenticated(mesh: RunningMes
         pb.EchoRequest(message="x").SerializeToString(),
         authorization="Bearer not.a.jwt",
     )
+    assert response.status == 401
     assert response.grpc_status == grpc.StatusCode.UNAUTHENTICATED.value[0]
 
 
