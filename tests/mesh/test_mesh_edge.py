@@ -173,6 +173,7 @@ async def test_grpc_web_with_a_garbage_token_is_unauthenticated(mesh: RunningMes
         pb.EchoRequest(message="x").SerializeToString(),
         authorization="Bearer not.a.jwt",
     )
+    assert response.status == 401
     assert response.grpc_status == grpc.StatusCode.UNAUTHENTICATED.value[0]
 
 
@@ -209,10 +210,11 @@ def _flood(port: int, count: int, source: str) -> list[int]:
 async def test_rate_limit_is_per_client_address(mesh: RunningMesh) -> None:
     # Each test client uses its own loopback address so no other test shares its bucket.
     burst = mesh.topology.edge.rate_limit.burst
-    statuses = await asyncio.to_thread(_flood, mesh.edge_port, burst + 30, "127.0.0.2")
+    statuses = await asyncio.to_thread(_flood, mesh.edge_port, burst + 60, "127.0.0.2")
     exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
     assert statuses[: burst // 2] == [0] * (burst // 2)
-    assert statuses.count(exhausted) >= 20, statuses
+    # Even a slow machine (refill 5/s) cannot serve burst + 60 calls within the flood.
+    assert statuses.count(exhausted) >= 10, statuses
     assert set(statuses) == {0, exhausted}
     # Another client address has its own full bucket, even while 127.0.0.2 is throttled.
     others = await asyncio.to_thread(_flood, mesh.edge_port, 10, "127.0.0.3")
