@@ -196,10 +196,20 @@ def domain_error_from_status(status: status_pb2.Status) -> DomainError | None:
     return cls(status.message, **common)
 
 
+def domain_error_from_rpc_error(err: grpc.RpcError) -> DomainError | None:
+    """The `DomainError` behind a failed call (details if present, else code and message)."""
+    code = err.code()
+    rich = decode_status(err.trailing_metadata())
+    if rich is None or rich.code != code.value[0]:
+        rich = status_pb2.Status(code=code.value[0], message=err.details() or "")
+    return domain_error_from_status(rich)
+
+
 __all__ = [
     "DETAILS_METADATA_KEY",
     "code_for",
     "decode_status",
+    "domain_error_from_rpc_error",
     "domain_error_from_status",
     "rich_status_for",
     "status_for",

@@ -52,7 +52,7 @@ from suuupra_runtime.access import (
 )
 from suuupra_runtime.auth import Caller, JwtVerifier, bearer_token, parse_xfcc
 from suuupra_runtime.errors import DomainError, Unauthenticated
-from suuupra_runtime.grpc_errors import status_for
+from suuupra_runtime.grpc_errors import domain_error_from_rpc_error, status_for
 from suuupra_runtime.logs import RPC_LOGGER
 from suuupra_runtime.metrics import MethodMetrics
 from suuupra_runtime.tracing import context_from_headers, tracer
@@ -283,6 +283,17 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not isinstance(exc, Exception):
             rpc.code = "CANCELLED"
             raise exc  # KeyboardInterrupt / SystemExit / GeneratorExit pass through untouched
+        if isinstance(exc, grpc.RpcError):
+            # A failed call to another service that the handler let through.
+            upstream = domain_error_from_rpc_error(exc)
+            if upstream is not None:
+                exc = upstream
+            elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                rpc.code = "DEADLINE_EXCEEDED"
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"deadline exceeded in a downstream call (request id {rpc.request_id})",
+                )
         if not isinstance(exc, DomainError):
             self._errors.error("unhandled exception in %s", plan.info.full_method, exc_info=exc)
         status = status_for(exc, domain=self._domain, request_id=rpc.request_id)
