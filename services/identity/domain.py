@@ -652,3 +652,68 @@ def parse_import_csv(
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Domain events (mapped to identity_events.proto by events.py)
+
+
+@dataclass(frozen=True)
+class UserCreated:
+    tenant_id: str
+    user_id: str
+    email: str
+    display_name: str
+    roles: tuple[str, ...]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class UserUpdated:
+    tenant_id: str
+    user_id: str
+    email: str
+    display_name: str
+    changed_fields: tuple[str, ...]
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class UserStatusChanged:
+    """Deactivated, activated or deleted (`status` is the new status)."""
+
+    tenant_id: str
+    user_id: str
+    status: UserStatus
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class RoleChanged:
+    tenant_id: str
+    user_id: str
+    role_name: str
+    scope: str
+    assigned: bool  # False = revoked
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class TokenIssued:
+    """A reset or verification token for the notifications path (`purpose` says which)."""
+
+    tenant_id: str
+    user_id: str
+    email: str
+    display_name: str
+    purpose: str
+    raw_token: str = field(repr=False)
+    expires_at: datetime
+    occurred_at: datetime
+
+
+DomainEvent = UserCreated | UserUpdated | UserStatusChanged | RoleChanged | TokenIssued
+
+PURPOSE_PASSWORD_RESET = "password_reset"
+PURPOSE_EMAIL_VERIFICATION = "email_verification"
+PURPOSE_MFA_CHALLENGE = "mfa_challenge"

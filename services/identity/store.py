@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -273,7 +273,12 @@ def _user(row: Any) -> UserRow:
     )
 
 
-Executor = "AsyncSession | AsyncConnection"
+def _keyset(after: tuple[datetime, str]) -> Any:
+    """A typed (created_at, id) pair: untyped literals would compare uuid to varchar."""
+    return sa.tuple_(sa.literal(after[0], TS), sa.literal(after[1], UUID))
+
+
+Executor: TypeAlias = "AsyncSession | AsyncConnection"
 
 # ---------------------------------------------------------------------------------------------
 # Tenants
@@ -448,7 +453,7 @@ async def list_users(
             )
         )
     if after is not None:
-        stmt = stmt.where(sa.tuple_(users.c.created_at, users.c.user_id) < sa.tuple_(*after))
+        stmt = stmt.where(sa.tuple_(users.c.created_at, users.c.user_id) < _keyset(after))
     stmt = stmt.order_by(users.c.created_at.desc(), users.c.user_id.desc()).limit(limit)
     return [_user(r) for r in await s.execute(stmt)]
 
@@ -943,9 +948,7 @@ async def list_api_keys(
 ) -> list[Any]:
     stmt = sa.select(api_keys).where(api_keys.c.tenant_id == tenant_id)
     if after is not None:
-        stmt = stmt.where(
-            sa.tuple_(api_keys.c.created_at, api_keys.c.api_key_id) < sa.tuple_(*after)
-        )
+        stmt = stmt.where(sa.tuple_(api_keys.c.created_at, api_keys.c.api_key_id) < _keyset(after))
     stmt = stmt.order_by(api_keys.c.created_at.desc(), api_keys.c.api_key_id.desc()).limit(limit)
     return list(await s.execute(stmt))
 
@@ -1026,7 +1029,7 @@ async def list_audit(
         stmt = stmt.where(audit_events.c.target == flt.target)
     if after is not None:
         stmt = stmt.where(
-            sa.tuple_(audit_events.c.created_at, audit_events.c.audit_event_id) < sa.tuple_(*after)
+            sa.tuple_(audit_events.c.created_at, audit_events.c.audit_event_id) < _keyset(after)
         )
     stmt = stmt.order_by(
         audit_events.c.created_at.desc(), audit_events.c.audit_event_id.desc()
@@ -1071,3 +1074,44 @@ async def record_imported(
                 for e, u in pairs
             ],
         )
+
+
+async def insert_users_bulk(
+    s: Executor, rows: Sequence[UserRow], roles: Sequence[str], assignment_ids: Sequence[str]
+) -> None:
+    """Insert many new users with one tenant-wide role each (bulk import), two statements."""
+    if not rows:
+        return
+    await s.execute(
+        users.insert(),
+        [
+            {
+                "user_id": u.user_id,
+                "tenant_id": u.tenant_id,
+                "email": u.email,
+                "display_name": u.display_name,
+                "status": u.status.value,
+                "email_verified": u.email_verified,
+                "password_hash": u.password_hash,
+                "mfa_enabled": False,
+                "version": u.version,
+                "created_at": u.created_at,
+                "updated_at": u.updated_at,
+            }
+            for u in rows
+        ],
+    )
+    await s.execute(
+        role_assignments.insert(),
+        [
+            {
+                "assignment_id": a,
+                "tenant_id": u.tenant_id,
+                "user_id": u.user_id,
+                "role_name": r,
+                "scope": "",
+                "created_at": u.created_at,
+            }
+            for u, r, a in zip(rows, roles, assignment_ids, strict=True)
+        ],
+    )
