@@ -2,9 +2,9 @@
 """Demo data for the dev platform, loaded through the edge with the real RPCs.
 
 A tenant "Demo College" with a tenant admin, an instructor and three students (and a course once a
-courses service exists). Loading is idempotent: every mutating call carries a request id derived
-from what it creates, and ALREADY_EXISTS counts as done, so a restart (or a second run against the
-same database) changes nothing.
+courses service exists). Loading is idempotent: it creates only what is missing (the demo admin
+can log in → the tenant exists; users are listed first), and every create carries a request id
+derived from what it creates, so a restart or a retried call changes nothing.
 
 Run alone against a running platform: `python -m tools.demo_data --edge 127.0.0.1:17000
 --platform-admin-file .suuupra/demo-credentials.json`.
@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from suuupra.identity.v1 import identity_service_pb2 as identity_pb
@@ -108,15 +109,66 @@ def _bearer(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
 
 
-async def _created_or_existing(call: Callable[[], object]) -> bool:
-    """True when created now, False when it already existed (the idempotent outcomes)."""
+async def _try_login(channel: grpc.aio.Channel, account: Account) -> str | None:
+    """The account's access token, or None when it cannot log in (e.g. does not exist yet)."""
     try:
-        await call()  # type: ignore[misc]
+        return await login(channel, account.tenant_slug, account.email, account.password)
     except grpc.aio.AioRpcError as err:
-        if err.code() == grpc.StatusCode.ALREADY_EXISTS:
-            return False
+        if err.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
+            return None
         raise
+
+
+async def _ensure_tenant(channel: grpc.aio.Channel, platform_admin: PlatformAdmin) -> bool:
+    """Create Demo College with its admin unless the admin can log in already; True if created."""
+    if await _try_login(channel, DEMO_ADMIN) is not None:
+        return False
+    try:
+        platform_token = await login(
+            channel, platform_admin.tenant_slug, platform_admin.email, platform_admin.password
+        )
+    except grpc.aio.AioRpcError as err:
+        raise DemoDataError(
+            f"cannot log in as the platform admin {platform_admin.email}: "
+            f"{err.code().name}: {err.details()}"
+        ) from err
+    tenants = identity_grpc.TenantServiceStub(channel)
+    try:
+        await tenants.CreateTenant(
+            identity_pb.CreateTenantRequest(
+                request_id=request_id("tenant", DEMO_TENANT_SLUG),
+                slug=DEMO_TENANT_SLUG,
+                display_name=DEMO_TENANT_NAME,
+                admin_email=DEMO_ADMIN.email,
+                admin_display_name=DEMO_ADMIN.display_name,
+                admin_password=DEMO_ADMIN.password,
+            ),
+            metadata=_bearer(platform_token),
+            timeout=_TIMEOUT,
+        )
+    except grpc.aio.AioRpcError as err:
+        if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+        raise DemoDataError(
+            f"tenant {DEMO_TENANT_SLUG!r} exists but {DEMO_ADMIN.email} cannot log in with the "
+            "demo password; it was changed by hand (use --no-demo-data, or delete the state dir)"
+        ) from err
     return True
+
+
+async def _existing_emails(users: Any, admin_token: str) -> set[str]:
+    emails: set[str] = set()
+    page_token = ""
+    while True:
+        page = await users.ListUsers(
+            identity_pb.ListUsersRequest(page_size=200, page_token=page_token),
+            metadata=_bearer(admin_token),
+            timeout=_TIMEOUT,
+        )
+        emails |= {u.email for u in page.users}
+        page_token = page.next_page_token
+        if not page_token:
+            return emails
 
 
 async def load_demo_data(
@@ -126,53 +178,36 @@ async def load_demo_data(
     services: Sequence[str],
     report: Callable[[str], None] = print,
 ) -> None:
-    """Create the demo tenant and users through the edge at `edge_address` (native gRPC)."""
+    """Create what is missing of the demo tenant and users, through the edge (native gRPC)."""
     if "identity" not in services:
         report("  skip demo data: the identity service is not running")
         return
     async with grpc.aio.insecure_channel(edge_address) as channel:
-        try:
-            platform_token = await login(
-                channel, platform_admin.tenant_slug, platform_admin.email, platform_admin.password
-            )
-        except grpc.aio.AioRpcError as err:
-            raise DemoDataError(
-                f"cannot log in as the platform admin {platform_admin.email}: "
-                f"{err.code().name}: {err.details()}"
-            ) from err
-        tenants = identity_grpc.TenantServiceStub(channel)
-        created = await _created_or_existing(
-            lambda: tenants.CreateTenant(
-                identity_pb.CreateTenantRequest(
-                    request_id=request_id("tenant", DEMO_TENANT_SLUG),
-                    slug=DEMO_TENANT_SLUG,
-                    display_name=DEMO_TENANT_NAME,
-                    admin_email=DEMO_ADMIN.email,
-                    admin_display_name=DEMO_ADMIN.display_name,
-                    admin_password=DEMO_ADMIN.password,
-                ),
-                metadata=_bearer(platform_token),
-                timeout=_TIMEOUT,
-            )
-        )
+        created = await _ensure_tenant(channel, platform_admin)
         report(f"  {'new ' if created else 'have'} tenant {DEMO_TENANT_NAME} ({DEMO_TENANT_SLUG})")
         admin_token = await login(channel, DEMO_TENANT_SLUG, DEMO_ADMIN.email, DEMO_ADMIN.password)
         users = identity_grpc.UserServiceStub(channel)
+        existing = await _existing_emails(users, admin_token)
         for account in (DEMO_INSTRUCTOR, *DEMO_STUDENTS):
-            created = await _created_or_existing(
-                lambda a=account: users.CreateUser(  # type: ignore[misc]
+            if account.email in existing:
+                report(f"  have {account.role:<10} {account.email}")
+                continue
+            try:
+                await users.CreateUser(
                     identity_pb.CreateUserRequest(
-                        request_id=request_id("user", DEMO_TENANT_SLUG, a.email),
-                        email=a.email,
-                        display_name=a.display_name,
-                        password=a.password,
-                        roles=[a.role],
+                        request_id=request_id("user", DEMO_TENANT_SLUG, account.email),
+                        email=account.email,
+                        display_name=account.display_name,
+                        password=account.password,
+                        roles=[account.role],
                     ),
                     metadata=_bearer(admin_token),
                     timeout=_TIMEOUT,
                 )
-            )
-            report(f"  {'new ' if created else 'have'} {account.role:<10} {account.email}")
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # a concurrent loader won
+                    raise
+            report(f"  new  {account.role:<10} {account.email}")
     if "courses" not in services:
         report("  skip demo course: there is no courses service yet")
 

@@ -131,7 +131,7 @@ class Platform:
         )
 
         say("[2/5] dev CA, SPIFFE certificates and Envoy configs")
-        configs = write_envoy_configs(self.topology, self.layout, self.services)
+        configs = write_envoy_configs(self.topology, self.layout)
         say(f"  ok   {self.layout.certs}, {self.layout.envoy}")
 
         say(f"[3/5] starting {len(self.services)} service(s) with sidecars, and the edge")

@@ -4,14 +4,20 @@ the same state directory reuses the data and loads the demo data idempotently.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from pathlib import Path
 
+import grpc
 import psutil
+from suuupra.identity.v1 import identity_service_pb2 as identity_pb
+from suuupra.identity.v1 import identity_service_pb2_grpc as identity_grpc
 
 from tests.e2e.platform_process import start_platform
+from tools.demo_data import DEMO_ACCOUNTS, DEMO_ADMIN, DEMO_TENANT_SLUG, login
 from tools.platform.ports import all_ports, busy_ports
+from tools.platform_runner import READY_LINE
 
 
 def test_sigint_stops_every_process_and_frees_every_port(tmp_path: Path) -> None:
@@ -34,11 +40,23 @@ def test_sigint_stops_every_process_and_frees_every_port(tmp_path: Path) -> None
     # Restart on the same state: same database, demo data already there and left unchanged.
     again = start_platform(tmp_path / "state")
     try:
-        text = again.text()
-        assert "have tenant Demo College" in text, text
-        assert "new " not in text.split("[5/5] demo data", 1)[1], text
+        loaded = again.text().split("[5/5]", 1)[1].split(READY_LINE, 1)[0]
+        assert "have tenant Demo College" in loaded, loaded
+        assert "new " not in loaded, loaded
+        assert asyncio.run(_demo_emails(again.edge)) == {a.email for a in DEMO_ACCOUNTS}
     finally:
         assert again.stop() == 0, again.text()
+
+
+async def _demo_emails(edge: str) -> set[str]:
+    async with grpc.aio.insecure_channel(edge) as channel:
+        token = await login(channel, DEMO_TENANT_SLUG, DEMO_ADMIN.email, DEMO_ADMIN.password)
+        page = await identity_grpc.UserServiceStub(channel).ListUsers(
+            identity_pb.ListUsersRequest(page_size=100),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=10,
+        )
+        return {u.email for u in page.users}
 
 
 def test_a_killed_runner_leaves_no_orphans(tmp_path: Path) -> None:
