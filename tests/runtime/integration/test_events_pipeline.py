@@ -407,3 +407,21 @@ async def test_replay_of_an_empty_stream_returns_immediately(env: Env) -> None:
 
 async def _noop(_event: Any, _envelope: EventEnvelope) -> None:
     return None
+
+
+async def test_relay_purges_only_old_published_rows(env: Env) -> None:
+    await env.emit(NoteCreated(note_id="old"), NoteCreated(note_id="recent"))
+    relay = env.relay()
+    await relay.publish_pending()
+    await relay.close()
+    await env.emit(NoteCreated(note_id="unpublished"))
+    async with env.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE outbox SET published_at = now() - interval '8 days' "
+                "WHERE seq = (SELECT min(seq) FROM outbox)"
+            )
+        )
+    assert await relay.purge_published() == 1
+    assert await env.scalar("SELECT count(*) FROM outbox") == 2
+    assert await env.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
