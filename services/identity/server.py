@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+import nats
+from nats.aio.client import Client
 
 from services.identity.api import SERVICE_NAMES, register_all
 from services.identity.config import IdentityConfig
@@ -20,7 +25,38 @@ from suuupra_runtime.server import ServiceDefinition
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = "identity"
-STREAM = StreamSpec(name="IDENTITY", subjects=["suuupra.identity.v1.>"])
+STREAM = StreamSpec.for_domain(SERVICE)
+
+log = logging.getLogger(__name__)
+
+
+class NatsLink:
+    """Keeps one NATS connection for stream provisioning and readiness. Connecting retries in
+    the background, so the service starts (NOT_SERVING) while NATS is still down."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._nc: Client | None = None
+
+    async def ready(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def maintain(self) -> None:
+        while self._nc is None:
+            try:
+                nc = await nats.connect(
+                    self.url, name="identity", max_reconnect_attempts=-1, connect_timeout=2
+                )
+                await ensure_streams(nc.jetstream(), [STREAM])
+                self._nc = nc
+            except Exception:  # retried: NATS may come up after us
+                log.warning("NATS not reachable yet at %s; retrying", self.url, exc_info=True)
+                await asyncio.sleep(1.0)
+        await asyncio.Event().wait()  # stay alive; cancelled at stop
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
 
 
 @dataclass
@@ -50,9 +86,7 @@ async def build_wiring(
     events = OutboxEvents(Sealer(config.delivery_key_id, config.delivery_key))
     identity = Identity(db, config, hashing, keys, events.emit)
     relay = OutboxRelay(db, nats_url)
-
-    async def provision_streams() -> None:
-        await ensure_streams(nats_url, [STREAM])
+    link = NatsLink(nats_url)
 
     async def migrations_ready() -> bool:
         return await migrations_applied(database_url, MIGRATIONS)
@@ -68,15 +102,17 @@ async def build_wiring(
 
     async def close() -> None:
         hashing.close()
+        await relay.close()
+        await link.close()
         await db.dispose()
 
     definition = ServiceDefinition(
         name=SERVICE,
         register=lambda server: register_all(server, identity),
         service_names=SERVICE_NAMES,
-        readiness=[db.ping, migrations_ready, relay.connected, keys_ready],
-        on_start=[keys.load, provision_streams],
-        background=[relay.run, keys.refresh_forever],
+        readiness=[db.ping, migrations_ready, link.ready, keys_ready],
+        on_start=[keys.load],
+        background=[link.maintain, relay.run, keys.refresh_forever],
         on_stop=[close],
         http_routes={
             "/.well-known/jwks.json": jwks_route,
