@@ -277,6 +277,10 @@ async def run(options: RunnerOptions) -> int:
 
     def on_signal(signum: signal.Signals) -> None:
         received.append(signum.name)
+        if len(received) == 2:
+            # Impatient second Ctrl-C: no more draining.
+            say(f"\n{signum.name} again: killing every process now")
+            platform.supervisor.kill_all()
         stop.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from pathlib import Path
 
@@ -78,3 +79,23 @@ def test_a_killed_runner_leaves_no_orphans(tmp_path: Path) -> None:
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+
+
+def test_a_second_sigint_kills_everything_at_once(tmp_path: Path) -> None:
+    platform = start_platform(tmp_path / "state", extra_args=["--no-demo-data"])
+    children = platform.descendants()
+    ports = list(all_ports(platform.topology))
+    try:
+        platform.process.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        platform.process.send_signal(signal.SIGINT)
+        assert platform.process.wait(15) == 0
+        _gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+        assert busy_ports(ports) == []
+    finally:
+        platform.stop()
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+    assert "again: killing every process now" in platform.text()

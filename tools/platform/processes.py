@@ -9,6 +9,9 @@ grace period instead of twenty.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,6 +91,14 @@ class Supervisor:
 
     def dead(self) -> list[Child]:
         return [c for c in self.children() if not c.alive()]
+
+    def kill_all(self) -> None:
+        """SIGKILL every running child at once (the graceful stop is taking too long)."""
+        for child in self.children():
+            pid = child.pid()
+            if pid is not None and child.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     async def stop_all(self, report: Callable[[str], None] = lambda _: None) -> None:
         """Stop tier by tier, newest first (edge, services, broker, database)."""
