@@ -39,6 +39,7 @@ from tools.platform.health import (
     Check,
     HealthTimeoutError,
     ProcessExitedError,
+    envoy_jwks_loaded_probe,
     envoy_ready_probe,
     grpc_health_probe,
     wait_healthy,
@@ -48,7 +49,7 @@ from tools.platform.layout import StateLayout
 from tools.platform.options import ROOT, RunnerOptions, parse_options
 from tools.platform.ports import all_ports, busy_ports, shift_ports
 from tools.platform.processes import Supervisor, start_process
-from tools.platform.service_env import PlatformEndpoints, service_environment
+from tools.platform.service_env import PlatformEndpoints, jwks_service, service_environment
 
 READY_LINE = "Suuupra is ready"
 """Printed once everything is healthy and the demo data is loaded (tests wait for it)."""
@@ -202,13 +203,11 @@ class Platform:
         edge = self.supervisor.add(
             start_process(EDGE, envoy_argv(configs[EDGE]), log_path=self.layout.log(EDGE))
         )
-        checks.append(
-            Check(
-                "edge (Envoy ready)",
-                edge,
-                envoy_ready_probe(f"127.0.0.1:{self.topology.edge.admin_port}"),
-            )
-        )
+        edge_admin = f"127.0.0.1:{self.topology.edge.admin_port}"
+        checks.append(Check("edge (Envoy ready)", edge, envoy_ready_probe(edge_admin)))
+        publisher = jwks_service(self.topology)
+        if publisher is not None and publisher.name in self.services:
+            checks.append(Check("edge (JWKS loaded)", edge, envoy_jwks_loaded_probe(edge_admin)))
         return checks
 
     def _print_summary(self, elapsed: float) -> None:

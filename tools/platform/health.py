@@ -49,6 +49,29 @@ def envoy_ready_probe(admin_address: str) -> Probe:
     return probe
 
 
+def envoy_jwks_loaded_probe(admin_address: str) -> Probe:
+    """The edge's JWT filter has fetched the JWKS at least once.
+
+    Envoy fetches it in the background (retrying every second while identity starts); until the
+    first success every request carrying a token is refused, so "ready" must wait for it.
+    """
+    url = f"http://{admin_address}/stats?filter=jwks_fetch_success"
+
+    def get() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                text = r.read().decode()
+        except (urllib.error.URLError, OSError):
+            return False
+        counts = [line.rpartition(":")[2].strip() for line in text.splitlines()]
+        return any(c.isdigit() and int(c) > 0 for c in counts)
+
+    async def probe() -> bool:
+        return await asyncio.to_thread(get)
+
+    return probe
+
+
 @dataclass(frozen=True)
 class Check:
     label: str

@@ -23,12 +23,18 @@ class PlatformEndpoints:
     nats_url: str
 
 
-def jwks_url(topology: Topology) -> str | None:
-    """Identity's JWKS on its app HTTP port: loopback, so services need no mTLS to fetch it."""
+def jwks_service(topology: Topology) -> ServiceSpec | None:
+    """The service publishing the JWKS (identity): its `http_paths` cover the JWKS path."""
     for spec in topology.services.values():
         if any(JWKS_PATH.startswith(p) for p in spec.http_paths):
-            return f"http://{LOOPBACK}:{spec.http_port}{JWKS_PATH}"
+            return spec
     return None
+
+
+def jwks_url(topology: Topology) -> str | None:
+    """Identity's JWKS on its app HTTP port: loopback, so services need no mTLS to fetch it."""
+    spec = jwks_service(topology)
+    return None if spec is None else f"http://{LOOPBACK}:{spec.http_port}{JWKS_PATH}"
 
 
 def service_environment(
