@@ -3,9 +3,11 @@ without a database) so the k8s generator is exercised beyond today's single serv
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from suuupra_runtime.mesh.topology import Topology, parse_topology
 
@@ -56,3 +58,10 @@ def sample_topology_data() -> dict[str, Any]:
 @pytest.fixture
 def sample_topology() -> Topology:
     return parse_topology(sample_topology_data())
+
+
+@pytest.fixture
+def sample_topology_file(tmp_path: Path) -> Path:
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(sample_topology_data()))
+    return path

