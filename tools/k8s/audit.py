@@ -263,6 +263,9 @@ def reference_problems(objects: Sequence[Obj], external_secrets: Iterable[str]) 
                 ref = source.get("configMapRef", {}).get("name")
                 if ref is not None and ref not in config_maps:
                     problems.append(f"{_name(obj)}: ConfigMap {ref} missing")
+                secret = source.get("secretRef", {})
+                if secret and not secret.get("optional") and secret["name"] not in secrets:
+                    problems.append(f"{_name(obj)}: Secret {secret['name']} missing")
             for env in c.get("env", []):
                 ref = env.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
                 if ref is not None and ref not in secrets:

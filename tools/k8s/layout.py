@@ -40,6 +40,11 @@ def pg_secret_name(service: str) -> str:
     return f"pg-{service}"
 
 
+def service_env_secret_name(service: str) -> str:
+    """Optional Secret with a service's own settings, created by the operator."""
+    return f"{service}-env"
+
+
 def mtls_secret_name(workload: str) -> str:
     return f"{workload}-mtls"
 

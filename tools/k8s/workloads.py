@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 from suuupra_runtime.mesh.certs import SDS_CERTIFICATE_FILE, SDS_VALIDATION_FILE, WorkloadPaths
+from suuupra_runtime.mesh.envoy import JWKS_PATH
 from suuupra_runtime.mesh.topology import EDGE, ServiceSpec, Topology, spiffe_id
 from tools.k8s.layout import (
     APP_GRPC_PORT,
@@ -19,6 +20,7 @@ from tools.k8s.layout import (
     NAME_LABEL,
     PG_CLUSTER,
     PG_PORT,
+    POD,
     RUN_AS,
     SHARED_CONFIG,
     TMP_DIR,
@@ -28,6 +30,7 @@ from tools.k8s.layout import (
     metadata,
     mtls_secret_name,
     pg_secret_name,
+    service_env_secret_name,
 )
 
 SDS_FILES = (SDS_CERTIFICATE_FILE, SDS_VALIDATION_FILE)
@@ -234,11 +237,35 @@ def _database_env(topology: Topology, service: ServiceSpec) -> list[Manifest]:
     ]
 
 
+def jwks_url(topology: Topology, service: ServiceSpec) -> str | None:
+    """Where the app fetches the JWKS that verifies user tokens: its own HTTP port if it serves
+    the JWKS, else through its sidecar's outbound listener if the JWKS service is an upstream
+    (the topology then also admits it as a caller there). Otherwise the service takes no tokens."""
+    if any(JWKS_PATH.startswith(p) for p in service.http_paths):
+        return f"http://127.0.0.1:{POD.app_http_port}{JWKS_PATH}"
+    for name in service.upstreams:
+        if any(JWKS_PATH.startswith(p) for p in topology.services[name].http_paths):
+            return f"http://127.0.0.1:{POD.outbound_port}{JWKS_PATH}"
+    return None
+
+
 def _app_env(topology: Topology, service: ServiceSpec) -> list[Manifest]:
-    return [
+    env: list[Manifest] = [
         {"name": "SUUUPRA_SERVICE", "value": service.name},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        *_database_env(topology, service),
+    ]
+    url = jwks_url(topology, service)
+    if url is not None:
+        env.append({"name": "SUUUPRA_JWKS_URL", "value": url})
+    return env + _database_env(topology, service)
+
+
+def _env_from(service: ServiceSpec) -> list[Manifest]:
+    """The shared settings, then the service's own optional Secret `<service>-env` for its
+    secret or deployment-specific settings (e.g. identity's key-encryption key)."""
+    return [
+        {"configMapRef": {"name": SHARED_CONFIG}},
+        {"secretRef": {"name": service_env_secret_name(service.name), "optional": True}},
     ]
 
 
@@ -247,7 +274,7 @@ def _app_container(topology: Topology, service: ServiceSpec) -> Manifest:
         "name": "app",
         "image": IMAGE,
         "args": [f"services.{_module(service.name)}"],
-        "envFrom": [{"configMapRef": {"name": SHARED_CONFIG}}],
+        "envFrom": _env_from(service),
         "env": _app_env(topology, service),
         "startupProbe": _exec_probe(
             health_probe_command(require_serving=False), period=2, failures=60
@@ -272,7 +299,7 @@ def _migrate_container(topology: Topology, service: ServiceSpec) -> Manifest:
         "name": "migrate",
         "image": IMAGE,
         "args": [f"services.{_module(service.name)}", "migrate"],
-        "envFrom": [{"configMapRef": {"name": SHARED_CONFIG}}],
+        "envFrom": _env_from(service),
         "env": _app_env(topology, service),
         "resources": _resources("50m", "128Mi", "500m", "256Mi"),
         "securityContext": container_security(),

@@ -198,3 +198,24 @@ def test_envoy_configmaps_use_kubernetes_addresses(sample_topology: Topology) ->
     sds = yaml.safe_load(tree["services/courses/tls_certificate.yaml"])
     certificate = sds["resources"][0]["tls_certificate"]
     assert certificate["certificate_chain"]["filename"] == "/etc/suuupra/certs/courses/tls.crt"
+
+
+def test_jwks_is_fetched_locally_through_the_sidecar_or_not_at_all(
+    sample_topology: Topology,
+) -> None:
+    def env(service: str) -> dict[str, Any]:
+        deployment = service_deployment(sample_topology, sample_topology.services[service])
+        (app,) = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in app["env"]}
+
+    # identity serves it; courses reaches identity through its outbound listener; search cannot.
+    assert env("identity")["SUUUPRA_JWKS_URL"] == "http://127.0.0.1:8081/.well-known/jwks.json"
+    assert env("courses")["SUUUPRA_JWKS_URL"] == "http://127.0.0.1:15001/.well-known/jwks.json"
+    assert "SUUUPRA_JWKS_URL" not in env("search")
+
+
+def test_service_settings_secret_is_optional_and_per_service(sample_topology: Topology) -> None:
+    deployment = service_deployment(sample_topology, sample_topology.services["courses"])
+    pod = deployment["spec"]["template"]["spec"]
+    for container in [pod["initContainers"][1], pod["containers"][0]]:
+        assert container["envFrom"][1] == {"secretRef": {"name": "courses-env", "optional": True}}
