@@ -46,6 +46,8 @@ _HCM = (
     ".HttpConnectionManager"
 )
 _ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+# Apps need no x-envoy-* headers; leaving them out is less work per request on every hop.
+_QUIET_ROUTER = {"@type": _ROUTER, "suppress_envoy_headers": True}
 _RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 _DOWNSTREAM_TLS = (
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
@@ -59,6 +61,21 @@ _LOCAL_RL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v
 _BUFFER = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer"
 _BUFFER_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute"
 _JWT = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
+_LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
+# gRPC-Web sees Envoy's own 413/429 replies with the generic HTTP mapping (UNKNOWN/UNAVAILABLE):
+# Envoy decides "is this gRPC" before grpc_web rewrites the content type. This runs last on the
+# response (first in the chain) and states what happened: RESOURCE_EXHAUSTED. Native gRPC gets
+# the same code from the rate limit option and the 413 local-reply mapper.
+_GRPC_WEB_LIMIT_STATUS = """
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local status = headers:get(":status")
+  if (status == "413" or status == "429") and headers:get("grpc-status") ~= nil then
+    headers:replace("grpc-status", "8")
+  end
+end
+"""
+_NO_BUFFER = {"envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True}}
 
 
 @dataclass(frozen=True)
@@ -199,11 +216,12 @@ def _inbound_listener(
         "@type": _HCM,
         "stat_prefix": "inbound",
         "codec_type": "AUTO",
+        # The edge (or the calling app's runtime) mints x-request-id; a UUID per hop is waste.
+        "generate_request_id": False,
         # The app learns its caller from XFCC; SANITIZE_SET drops anything a client sent and
         # writes the verified peer certificate's URI SAN (its SPIFFE id).
         "forward_client_cert_details": "SANITIZE_SET",
         "set_current_client_cert_details": {"uri": True},
-        "use_remote_address": True,
         "http2_protocol_options": _h2_options(),
         "route_config": {
             "name": "inbound",
@@ -211,7 +229,7 @@ def _inbound_listener(
         },
         "http_filters": [
             {"name": "envoy.filters.http.rbac", "typed_config": _rbac(topology, spec)},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}},
+            {"name": "envoy.filters.http.router", "typed_config": _QUIET_ROUTER},
         ],
     }
     tls = {
@@ -315,13 +333,14 @@ def _outbound_listener(
         "@type": _HCM,
         "stat_prefix": "outbound",
         "codec_type": "AUTO",
+        "generate_request_id": False,
         "http2_protocol_options": _h2_options(),
         "route_config": {
             "name": "outbound",
             # An unknown prefix finds no route: 404, which gRPC clients see as UNIMPLEMENTED.
             "virtual_hosts": [{"name": "upstreams", "domains": ["*"], "routes": routes}],
         },
-        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}}],
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": _QUIET_ROUTER}],
     }
     return {
         "name": "outbound",
@@ -355,20 +374,26 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
     routes: list[dict[str, Any]] = []
     if debug is not None:
         debug_cluster = _mesh_cluster_name(debug.name)
+        routes.append(
+            {"match": {"prefix": HEALTH_PREFIX}, "route": _edge_route_action(debug_cluster, edge)}
+        )
+        # Reflection is a bidi stream: the whole-request buffer would wait forever for its end.
         routes += [
-            {"match": {"prefix": p}, "route": _grpc_route_action(debug_cluster)}
-            for p in (HEALTH_PREFIX, *REFLECTION_PREFIXES)
+            {
+                "match": {"prefix": p},
+                "route": _grpc_route_action(debug_cluster),
+                "typed_per_filter_config": _NO_BUFFER,
+            }
+            for p in REFLECTION_PREFIXES
         ]
-    for rpc in edge.unbuffered_rpcs:
+    for rpc in edge.streaming_rpcs:
         target = next(s for s in routed if any(rpc.startswith(p) for p in s.route_prefixes))
         match = {"prefix": rpc} if rpc.endswith((".", "/")) else {"path": rpc}
         routes.append(
             {
                 "match": match,
-                "route": _edge_route_action(_mesh_cluster_name(target.name), edge),
-                "typed_per_filter_config": {
-                    "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True}
-                },
+                "route": _edge_stream_route_action(_mesh_cluster_name(target.name), edge),
+                "typed_per_filter_config": _NO_BUFFER,
             }
         )
     for service in routed:
@@ -441,6 +466,13 @@ def _edge_filters(topology: Topology, jwks_service: ServiceSpec | None) -> list[
     # Order matters: CORS answers preflights first; grpc_web turns gRPC-Web into gRPC, so every
     # local reply from the filters after it (429, 401, 413) reaches browsers as gRPC-Web too.
     filters: list[dict[str, Any]] = [
+        {
+            "name": "envoy.filters.http.lua",
+            "typed_config": {
+                "@type": _LUA,
+                "default_source_code": {"inline_string": _GRPC_WEB_LIMIT_STATUS},
+            },
+        },
         {"name": "envoy.filters.http.cors", "typed_config": {"@type": _CORS}},
         {"name": "envoy.filters.http.grpc_web", "typed_config": {"@type": _GRPC_WEB}},
         {"name": "envoy.filters.http.local_ratelimit", "typed_config": _rate_limit(edge)},
@@ -451,7 +483,7 @@ def _edge_filters(topology: Topology, jwks_service: ServiceSpec | None) -> list[
     ]
     if jwks_service is not None:
         filters.append({"name": "envoy.filters.http.jwt_authn", "typed_config": _jwt(jwks_service)})
-    filters.append({"name": "envoy.filters.http.router", "typed_config": {"@type": _ROUTER}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": _QUIET_ROUTER})
     return filters
 
 
@@ -473,6 +505,8 @@ def _rate_limit(edge: EdgeSpec) -> dict[str, Any]:
         "rate_limits": [{"actions": [{"remote_address": {}}]}],
         "descriptors": [{"entries": [{"key": "remote_address"}], "token_bucket": bucket}],
         "max_dynamic_descriptors": 20000,
+        # Only the client's own bucket counts; the default bucket would make it one global limit.
+        "always_consume_default_token_bucket": False,
         "rate_limited_as_resource_exhausted": True,
     }
 
@@ -523,8 +557,8 @@ def _cors_policy(edge: EdgeSpec) -> dict[str, Any]:
 
 
 def _edge_local_replies() -> dict[str, Any]:
-    # An oversize request is RESOURCE_EXHAUSTED in gRPC terms (what grpc servers answer for a
-    # too-large message); Envoy's default 413 mapping would say UNKNOWN.
+    # Native gRPC: an oversize request is RESOURCE_EXHAUSTED (what gRPC servers answer for a
+    # too-large message); Envoy's generic HTTP-to-gRPC mapping would say UNKNOWN.
     return {
         "mappers": [
             {
@@ -532,7 +566,7 @@ def _edge_local_replies() -> dict[str, Any]:
                     "status_code_filter": {
                         "comparison": {
                             "op": "EQ",
-                            "value": {"default_value": 413, "runtime_key": "edge_413"},
+                            "value": {"default_value": code, "runtime_key": f"edge_map_{code}"},
                         }
                     }
                 },
@@ -540,20 +574,28 @@ def _edge_local_replies() -> dict[str, Any]:
                     {
                         "header": {"key": "grpc-status", "value": "8"},
                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    }
+                    },
                 ],
             }
+            for code in (413,)
         ]
     }
 
 
 def _edge_route_action(cluster: str, edge: EdgeSpec) -> dict[str, Any]:
+    # Unary calls: bounded by the route timeout. (No max_stream_duration here: with it, a call
+    # without grpc-timeout would get no limit at all.) A shorter client deadline still wins: the
+    # client cancels and the app enforces the grpc-timeout header Envoy passes on.
+    return {"cluster": cluster, "timeout": f"{edge.route_timeout_seconds:g}s"}
+
+
+def _edge_stream_route_action(cluster: str, edge: EdgeSpec) -> dict[str, Any]:
+    # Streams outlive any fixed timeout: bounded by inactivity and by the client's deadline.
     return {
         "cluster": cluster,
-        # Unary calls are bounded by the route timeout; streams (which outlive it) are bounded
-        # by the stream idle timeout instead, and a client's grpc-timeout always applies.
-        "timeout": f"{edge.route_timeout_seconds:g}s",
-        "max_stream_duration": {"grpc_timeout_header_max": f"{edge.route_timeout_seconds:g}s"},
+        "timeout": "0s",
+        "idle_timeout": f"{edge.stream_timeout_seconds:g}s",
+        "max_stream_duration": {"grpc_timeout_header_max": "0s"},
     }
 
 

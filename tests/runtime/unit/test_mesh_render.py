@@ -158,7 +158,7 @@ def test_edge_filter_chain_and_policies() -> None:
     assert address(edge) == ("127.0.0.1", 17000)
     manager = hcm(edge)
     names = [f["name"].rsplit(".", 1)[-1] for f in manager["http_filters"]]
-    assert names == ["cors", "grpc_web", "local_ratelimit", "buffer", "jwt_authn", "router"]
+    assert names == ["lua", "cors", "grpc_web", "local_ratelimit", "buffer", "jwt_authn", "router"]
     filters = {f["name"].rsplit(".", 1)[-1]: f["typed_config"] for f in manager["http_filters"]}
     assert filters["buffer"]["max_request_bytes"] == 65536
     rate = filters["local_ratelimit"]
@@ -179,6 +179,11 @@ def test_edge_filter_chain_and_policies() -> None:
     assert cors["expose_headers"] == CORS_EXPOSED_HEADERS
     assert cors["allow_origin_string_match"] == [{"exact": "http://localhost:5173"}]
     routes = [(r["match"]["prefix"], r["route"]["cluster"]) for r in vhost["routes"]]
+    # Reflection is a bidi stream: it must bypass the whole-request buffer.
+    reflection = [r for r in vhost["routes"] if "reflection" in r["match"]["prefix"]]
+    assert all(
+        r["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] for r in reflection
+    )
     assert routes == [
         ("/grpc.health.v1.Health/", "mesh_identity"),
         ("/grpc.reflection.v1alpha.", "mesh_identity"),
@@ -201,9 +206,9 @@ def test_edge_connects_to_sidecars_with_its_own_certificate() -> None:
     assert address(config["admin"]) == ("127.0.0.1", 17003)
 
 
-def test_unbuffered_rpcs_skip_the_size_buffer() -> None:
+def test_streaming_rpcs_skip_the_size_buffer_and_route_timeout() -> None:
     data = base()
-    data["edge"]["unbuffered_rpcs"] = ["/suuupra.courses.v1.CourseService/Upload"]
+    data["edge"]["streaming_rpcs"] = ["/suuupra.courses.v1.CourseService/Upload"]
     config = render_edge(parse_topology(data), DevAddressing(), CERTS)
     routes = hcm(listener(config, "edge"))["route_config"]["virtual_hosts"][0]["routes"]
     special = next(r for r in routes if r["match"].get("path"))
@@ -212,3 +217,8 @@ def test_unbuffered_rpcs_skip_the_size_buffer() -> None:
     per_route = special["typed_per_filter_config"]["envoy.filters.http.buffer"]
     assert per_route["disabled"] is True
     assert routes.index(special) < len(routes) - 2  # before the package prefix routes
+    assert special["route"]["timeout"] == "0s"
+    assert special["route"]["idle_timeout"] == "300s"
+    unary = routes[-1]
+    assert unary["route"]["timeout"] == "15s"
+    assert "typed_per_filter_config" not in unary
