@@ -1,0 +1,339 @@
+# mypy: disable-error-code="import-untyped"
+"""The server-side interceptor chain every service runs (DESIGN.md §4), as one interceptor.
+
+For each RPC, in order:
+
+1. request id: `x-request-id` from the caller (kept if it is a sane token) or a new UUID4; sent
+   back in the initial metadata and bound to `request_context.request_id_var` for logs/events;
+2. deadline: the caller's deadline is bound to `request_context.deadline_var`, so
+   `clients.call_options()` shortens outgoing calls to the time that is left;
+3. tracing: one SERVER span parented on the caller's `traceparent`;
+4. metrics: in-flight gauge, then count + duration by method and final code;
+5. authentication: `authorization: Bearer <JWT>` verified by the `JwtVerifier` (a bad or
+   unverifiable token is UNAUTHENTICATED even on public methods), XFCC → SPIFFE id; the result
+   is bound to `auth.current_caller()`;
+6. access: the method's `(suuupra.options.v1.access)` rule (fail closed when absent);
+7. validation: protovalidate rules of the request (each message of a client stream);
+8. the handler; its `DomainError`s map to canonical codes with `google.rpc.Status` details, any
+   other exception to INTERNAL with only the request id (the traceback is logged here);
+9. one JSON log line per RPC: method, code, duration, request id, caller, tenant.
+
+Server streaming goes through the same steps; errors raised mid-stream are mapped the same way.
+Everything that depends only on the method (descriptor lookups, metric label children, the
+wrapped handler itself) is computed once per method and cached, so the per-call cost is a
+metadata scan, a span and a log line. Each RPC runs in its own asyncio task, so the contextvars
+set here never leak between RPCs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from suuupra_runtime import auth, request_context
+from suuupra_runtime.access import (
+    INFRASTRUCTURE_SERVICES,
+    PROXY_SERVICE_ACCOUNTS,
+    MethodInfo,
+    check_access,
+    method_info,
+)
+from suuupra_runtime.auth import Caller, JwtVerifier, bearer_token, parse_xfcc
+from suuupra_runtime.errors import DomainError, Unauthenticated
+from suuupra_runtime.grpc_errors import domain_error_from_rpc_error, status_for
+from suuupra_runtime.logs import RPC_LOGGER
+from suuupra_runtime.metrics import MethodMetrics
+from suuupra_runtime.tracing import context_from_headers, tracer
+from suuupra_runtime.validation import validate
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_ANONYMOUS = auth.ANONYMOUS
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything about a method that does not change between calls."""
+
+    info: MethodInfo
+    metrics: MethodMetrics
+    validate: bool
+    quiet: bool  # health checks and reflection log at DEBUG only
+
+
+class _Rpc:
+    """Per-call state carried from the start of an RPC to its log line."""
+
+    __slots__ = ("authorization", "caller", "code", "request_id", "span", "started")
+
+    def __init__(
+        self, request_id: str, span: trace.Span, caller: Caller, authorization: str | None
+    ) -> None:
+        self.request_id = request_id
+        self.span = span
+        self.started = time.perf_counter()
+        self.caller = caller
+        self.authorization = authorization
+        self.code = "OK"
+
+
+class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """All cross-cutting server behaviour of the shared runtime."""
+
+    def __init__(
+        self,
+        *,
+        error_domain: str,
+        jwt_verifier: JwtVerifier | None = None,
+        proxies: frozenset[str] = PROXY_SERVICE_ACCOUNTS,
+    ) -> None:
+        self._domain = error_domain
+        self._verifier = jwt_verifier
+        self._proxies = proxies
+        self._handlers: dict[str, Any] = {}
+        self._tracer = tracer()
+        self._log = logging.getLogger(RPC_LOGGER)
+        self._errors = logging.getLogger("suuupra.errors")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        method: str = handler_call_details.method
+        wrapped = self._handlers.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None  # unknown method: grpc answers UNIMPLEMENTED
+        wrapped = self._wrap(method, handler)
+        self._handlers[method] = wrapped
+        return wrapped
+
+    # --- wrapping -----------------------------------------------------------------------------
+
+    def _plan(self, method: str) -> _Plan:
+        info = method_info(method)
+        infrastructure = info.service in INFRASTRUCTURE_SERVICES
+        return _Plan(
+            info=info,
+            metrics=MethodMetrics(info.service, info.method),
+            validate=not infrastructure,
+            quiet=infrastructure,
+        )
+
+    def _wrap(self, method: str, handler: Any) -> Any:
+        plan = self._plan(method)
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary_behavior(plan, handler.unary_unary), **kwargs
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream_behavior(plan, handler.unary_stream, request_streaming=False),
+                **kwargs,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary_behavior(plan, handler.stream_unary, request_streaming=True), **kwargs
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream_behavior(plan, handler.stream_stream, request_streaming=True), **kwargs
+        )
+
+    def _unary_behavior(
+        self, plan: _Plan, behavior: Any, *, request_streaming: bool = False
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        async def unary(request: Any, context: Any) -> Any:
+            rpc = await self._begin(plan, context)
+            try:
+                request = await self._admit(plan, rpc, request, context, request_streaming)
+                return await behavior(request, context)
+            except BaseException as exc:
+                await self._fail(plan, rpc, exc, context)
+                raise  # _fail always raises; this keeps type checkers and readers honest
+            finally:
+                self._finish(plan, rpc)
+
+        return unary
+
+    def _stream_behavior(
+        self, plan: _Plan, behavior: Any, *, request_streaming: bool
+    ) -> Callable[[Any, Any], Any]:
+        if not inspect.isasyncgenfunction(behavior):
+            # A streaming handler that writes with `context.write` and returns.
+            return self._unary_behavior(plan, behavior, request_streaming=request_streaming)
+
+        async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            rpc = await self._begin(plan, context)
+            try:
+                request = await self._admit(plan, rpc, request, context, request_streaming)
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                await self._fail(plan, rpc, exc, context)
+                raise
+            finally:
+                self._finish(plan, rpc)
+
+        return stream
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    async def _begin(self, plan: _Plan, context: Any) -> _Rpc:
+        request_id = authorization = xfcc = traceparent = tracestate = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "x-request-id":
+                request_id = value
+            elif key == "authorization":
+                authorization = value
+            elif key == "x-forwarded-client-cert":
+                xfcc = value
+            elif key == "traceparent":
+                traceparent = value
+            elif key == "tracestate":
+                tracestate = value
+        if request_id is None or not _SANE_REQUEST_ID.match(request_id):
+            request_id = str(uuid.uuid4())
+        request_context.request_id_var.set(request_id)
+        remaining = context.time_remaining()
+        if remaining is not None:
+            request_context.deadline_var.set(time.monotonic() + remaining)
+
+        parent = None
+        if traceparent is not None:
+            headers = {"traceparent": traceparent}
+            if tracestate is not None:
+                headers["tracestate"] = tracestate
+            parent = context_from_headers(headers)
+        span = self._tracer.start_span(
+            plan.info.full_method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": plan.info.service,
+                "rpc.method": plan.info.method,
+                "suuupra.request_id": request_id,
+            },
+        )
+        otel_context.attach(trace.set_span_in_context(span, parent))
+        plan.metrics.in_flight.inc()
+        # XFCC parsing cannot fail; token verification (which can) happens in _admit, inside
+        # the error mapping.
+        spiffe_id = parse_xfcc(xfcc) if xfcc else None
+        caller = Caller(spiffe_id=spiffe_id) if spiffe_id else _ANONYMOUS
+        return _Rpc(request_id, span, caller, authorization)
+
+    async def _authenticate(self, rpc: _Rpc) -> Caller:
+        caller = rpc.caller
+        if rpc.authorization is None:
+            return caller
+        token = bearer_token(rpc.authorization)
+        if self._verifier is None:
+            raise Unauthenticated(
+                "this service cannot verify access tokens", reason="TOKEN_VERIFICATION_DISABLED"
+            )
+        user = await self._verifier.verify(token)
+        return dataclasses.replace(user, spiffe_id=caller.spiffe_id)
+
+    async def _admit(
+        self, plan: _Plan, rpc: _Rpc, request: Any, context: Any, request_streaming: bool
+    ) -> Any:
+        await context.send_initial_metadata(((request_context.REQUEST_ID_HEADER, rpc.request_id),))
+        rpc.caller = await self._authenticate(rpc)
+        auth.set_current_caller(rpc.caller)
+        check_access(
+            plan.info.access, rpc.caller, full_method=plan.info.full_method, proxies=self._proxies
+        )
+        if not plan.validate:
+            return request
+        if request_streaming:
+            return _validated_stream(request)
+        validate(request)
+        return request
+
+    async def _fail(self, plan: _Plan, rpc: _Rpc, exc: BaseException, context: Any) -> None:
+        if isinstance(exc, grpc.aio.AbortError):
+            code = context.code()
+            rpc.code = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+            raise exc
+        if isinstance(exc, asyncio.CancelledError):
+            remaining = request_context.remaining_seconds()
+            rpc.code = (
+                "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else ("CANCELLED")
+            )
+            raise exc
+        if not isinstance(exc, Exception):
+            rpc.code = "CANCELLED"
+            raise exc  # KeyboardInterrupt / SystemExit / GeneratorExit pass through untouched
+        if isinstance(exc, grpc.RpcError):
+            # A failed call to another service that the handler let through.
+            upstream = domain_error_from_rpc_error(exc)
+            if upstream is not None:
+                exc = upstream
+            elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                rpc.code = "DEADLINE_EXCEEDED"
+                await context.abort(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"deadline exceeded in a downstream call (request id {rpc.request_id})",
+                )
+        if not isinstance(exc, DomainError):
+            self._errors.error("unhandled exception in %s", plan.info.full_method, exc_info=exc)
+        status = status_for(exc, domain=self._domain, request_id=rpc.request_id)
+        rpc.code = status.code.name
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def _finish(self, plan: _Plan, rpc: _Rpc) -> None:
+        elapsed = time.perf_counter() - rpc.started
+        metrics = plan.metrics
+        metrics.in_flight.dec()
+        metrics.duration.observe(elapsed)
+        metrics.handled(rpc.code).inc()
+        span = rpc.span
+        span.set_attribute("rpc.grpc.status_code", rpc.code)
+        if rpc.code != "OK":
+            span.set_status(Status(StatusCode.ERROR, rpc.code))
+        span.end()
+        level = logging.DEBUG if plan.quiet else logging.INFO
+        if self._log.isEnabledFor(level):
+            caller = rpc.caller
+            self._log.log(
+                level,
+                "rpc",
+                extra={
+                    "fields": {
+                        "method": plan.info.full_method,
+                        "code": rpc.code,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "caller": caller.principal or None,
+                        "peer_service": caller.spiffe_id,
+                        "tenant": caller.tenant_id,
+                    }
+                },
+            )
+
+
+async def _validated_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for message in requests:
+        validate(message)
+        yield message
+
+
+__all__ = ["RuntimeInterceptor"]
