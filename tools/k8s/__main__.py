@@ -1,0 +1,55 @@
+"""`python -m tools.k8s generate | check | secrets | streams` (see tools/k8s/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from suuupra_runtime.mesh.topology import load_topology
+from tools.k8s import __doc__ as overview
+from tools.k8s.storage import credential_secrets
+from tools.k8s.streams import STREAM_REPLICAS, ensure_streams, stream_specs
+from tools.k8s.tree import K8S_DIR, drift, render_tree, write_tree
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.k8s", description=overview)
+    parser.add_argument("--topology", type=Path, default=None, help="topology file to use")
+    parser.add_argument("--k8s-dir", type=Path, default=K8S_DIR, help="the k8s/ tree")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("generate", help="write the topology-derived manifests under k8s/")
+    sub.add_parser("check", help="fail if k8s/ differs from what the topology generates")
+    sub.add_parser("secrets", help="print PostgreSQL credential Secrets with random passwords")
+    streams = sub.add_parser("streams", help="create/update JetStream streams (in-cluster Job)")
+    streams.add_argument("--replicas", type=int, default=STREAM_REPLICAS)
+    streams.add_argument("--wait", type=float, default=300.0, help="seconds to wait for NATS")
+    args = parser.parse_args(argv)
+    topology = load_topology() if args.topology is None else load_topology(args.topology)
+    if args.command == "secrets":
+        documents = [yaml.safe_dump(s, sort_keys=False) for s in credential_secrets(topology)]
+        sys.stdout.write("---\n".join(documents))
+        return 0
+    if args.command == "streams":
+        nats_url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+        asyncio.run(ensure_streams(nats_url, stream_specs(topology, args.replicas), args.wait))
+        return 0
+    tree = render_tree(topology)
+    if args.command == "generate":
+        write_tree(tree, topology, args.k8s_dir)
+        print(f"k8s: wrote {len(tree)} files for {len(topology.services)} service(s) and the edge")
+        return 0
+    problems = drift(tree, topology, args.k8s_dir)
+    for problem in problems:
+        print(problem)
+    print("k8s: " + ("FAILED (run `python -m tools.k8s generate`)" if problems else "ok"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
