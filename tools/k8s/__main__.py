@@ -11,11 +11,24 @@ from pathlib import Path
 
 import yaml
 
-from suuupra_runtime.mesh.topology import load_topology
+from suuupra_runtime.mesh.topology import Topology, load_topology
 from tools.k8s import __doc__ as overview
+from tools.k8s.migrations import migrate_service, service_migrations
 from tools.k8s.storage import credential_secrets
 from tools.k8s.streams import STREAM_REPLICAS, ensure_streams, stream_specs
 from tools.k8s.tree import K8S_DIR, drift, render_tree, write_tree
+
+
+def _migrate(topology: Topology, service: str, migrations_dir: Path | None) -> int:
+    database = topology.service(service).database
+    database_url = os.environ.get("DATABASE_URL")
+    if database is None or not database_url:
+        print(f"{service}: needs a database in the topology and DATABASE_URL", file=sys.stderr)
+        return 2
+    migrations = migrations_dir or service_migrations(service)
+    asyncio.run(migrate_service(database_url, database, migrations))
+    print(f"{service}: database {database} migrated ({migrations or 'runtime tables only'})")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("generate", help="write the topology-derived manifests under k8s/")
     sub.add_parser("check", help="fail if k8s/ differs from what the topology generates")
     sub.add_parser("secrets", help="print PostgreSQL credential Secrets with random passwords")
+    migrate = sub.add_parser("migrate", help="apply a service's migrations (init container)")
+    migrate.add_argument("service")
+    migrate.add_argument("--migrations-dir", type=Path, default=None, help="default: the service's")
     streams = sub.add_parser("streams", help="create/update JetStream streams (in-cluster Job)")
     streams.add_argument("--replicas", type=int, default=STREAM_REPLICAS)
     streams.add_argument("--wait", type=float, default=300.0, help="seconds to wait for NATS")
@@ -35,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         documents = [yaml.safe_dump(s, sort_keys=False) for s in credential_secrets(topology)]
         sys.stdout.write("---\n".join(documents))
         return 0
+    if args.command == "migrate":
+        return _migrate(topology, args.service, args.migrations_dir)
     if args.command == "streams":
         nats_url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
         asyncio.run(ensure_streams(nats_url, stream_specs(topology, args.replicas), args.wait))

@@ -292,13 +292,12 @@ def _app_container(topology: Topology, service: ServiceSpec) -> Manifest:
 
 
 def _migrate_container(topology: Topology, service: ServiceSpec) -> Manifest:
-    """Contract: `python -m services.<name> migrate` applies the service's migrations and exits
-    0 (idempotent, safe to run from several pods at once); the app then starts on a current
-    schema."""
+    """Applies the service's migrations before the app starts (tools/k8s/migrations.py); a
+    failure keeps the new pod from starting while the old ones keep serving."""
     return {
         "name": "migrate",
         "image": IMAGE,
-        "args": [f"services.{_module(service.name)}", "migrate"],
+        "args": ["tools.k8s", "migrate", service.name],
         "envFrom": _env_from(service),
         "env": _app_env(topology, service),
         "resources": _resources("50m", "128Mi", "500m", "256Mi"),

@@ -112,7 +112,7 @@ def test_deployment_is_hardened_with_sidecar_and_migration(sample_topology: Topo
     assert pod["serviceAccountName"] == "identity"
     envoy, migrate = pod["initContainers"]
     assert envoy["restartPolicy"] == "Always"  # native sidecar: up before, down after the app
-    assert migrate["args"] == ["services.identity", "migrate"]
+    assert migrate["args"] == ["tools.k8s", "migrate", "identity"]
     assert "restartPolicy" not in migrate
     (app,) = pod["containers"]
     assert app["args"] == ["services.identity"]
