@@ -15,7 +15,7 @@ from suuupra_runtime.mesh.topology import Topology, load_topology
 from tools.k8s import __doc__ as overview
 from tools.k8s.migrations import migrate_service, service_migrations
 from tools.k8s.storage import credential_secrets
-from tools.k8s.streams import STREAM_REPLICAS, ensure_streams, stream_specs
+from tools.k8s.streams import STREAM_REPLICAS, provision_streams, stream_specs
 from tools.k8s.tree import K8S_DIR, drift, render_tree, write_tree
 
 
@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(topology, args.service, args.migrations_dir)
     if args.command == "streams":
         nats_url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-        asyncio.run(ensure_streams(nats_url, stream_specs(topology, args.replicas), args.wait))
+        specs = stream_specs(topology, args.replicas)
+        asyncio.run(provision_streams(nats_url, specs, args.wait))
         return 0
     tree = render_tree(topology)
     if args.command == "generate":

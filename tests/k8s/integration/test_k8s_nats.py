@@ -19,6 +19,7 @@ from pathlib import Path
 import nats
 import pytest
 import yaml
+from nats.js.api import StorageType
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPONENT = ROOT / "k8s" / "components" / "nats-jetstream"
@@ -161,17 +162,17 @@ def run_streams_job(node: Node) -> str:
 
 
 async def test_streams_job_creates_replicated_streams(cluster: list[Node]) -> None:
-    first = run_streams_job(cluster[1])
-    assert first == "created stream IDENTITY (replicas=3)\n"
-    again = run_streams_job(cluster[2])
-    assert again == "updated stream IDENTITY (replicas=3)\n"
+    expected = "stream IDENTITY on ['suuupra.identity.v1.>']: 3 replicas\n"
+    assert run_streams_job(cluster[1]) == expected
+    assert run_streams_job(cluster[2]) == expected  # re-running changes nothing
     client = await nats.connect(f"nats://127.0.0.1:{cluster[0].client}")
     try:
         jetstream = client.jetstream()
         info = await jetstream.stream_info("IDENTITY")
         assert info.config.num_replicas == 3
         assert info.config.subjects == ["suuupra.identity.v1.>"]
-        assert info.config.deny_delete and info.config.deny_purge
+        assert info.config.storage == StorageType.FILE
+        assert info.config.duplicate_window == 120  # the relay's Nats-Msg-Id dedupe window
         assert info.cluster is not None and info.cluster.leader is not None
         replicas = {r.name for r in info.cluster.replicas or []}
         assert {info.cluster.leader, *replicas} == {n.name for n in cluster}
@@ -179,3 +180,18 @@ async def test_streams_job_creates_replicated_streams(cluster: list[Node]) -> No
         assert ack.stream == "IDENTITY"
     finally:
         await client.close()
+
+
+def test_job_and_services_agree_on_the_replica_count() -> None:
+    """Services ensure their streams at start with SUUUPRA_STREAM_REPLICAS; the Job must create
+    them with the same count, or each service start would shrink what the Job set up."""
+    job = next(yaml.safe_load_all((COMPONENT / "streams-job.yaml").read_text()))
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    job_replicas = args[args.index("--replicas") + 1]
+    base = yaml.safe_load((ROOT / "k8s" / "base" / "kustomization.yaml").read_text())
+    (shared,) = base["configMapGenerator"]
+    settings = dict(literal.split("=", 1) for literal in shared["literals"])
+    assert settings["SUUUPRA_STREAM_REPLICAS"] == job_replicas == "3"
+    statefulset = yaml.safe_load((COMPONENT / "statefulset.yaml").read_text())
+    assert statefulset["spec"]["replicas"] == 3
