@@ -402,14 +402,37 @@ def autoscaler(topology: Topology, workload: str, component: str, container: str
     }
 
 
+EDGE_DRAIN_SECONDS = 10
+
+# Before the edge's Envoy gets SIGTERM (on which it exits at once): start a graceful drain
+# (GOAWAY / `Connection: close` to clients) and keep serving while the load balancer and the
+# Service's endpoints drop this pod.
+_EDGE_PRE_STOP = (
+    "import time, urllib.request\n"
+    "request = urllib.request.Request(\n"
+    "    'http://127.0.0.1:{admin}/drain_listeners?graceful', method='POST')\n"
+    "try:\n"
+    "    urllib.request.urlopen(request, timeout=2).close()\n"
+    "finally:\n"
+    "    time.sleep({seconds})\n"
+)
+
+
+def edge_pre_stop_command(admin_port: int = POD.admin_port) -> list[str]:
+    return ["python", "-c", _EDGE_PRE_STOP.format(admin=admin_port, seconds=EDGE_DRAIN_SECONDS)]
+
+
 def edge_deployment(topology: Topology) -> Manifest:
     envoy = _envoy_container(EDGE, EDGE_PORT)
     # The edge is a plain Deployment of Envoy; it is the pod's only container.
     del envoy["restartPolicy"]
+    envoy["args"] += ["--drain-time-s", str(EDGE_DRAIN_SECONDS), "--drain-strategy", "immediate"]
+    envoy["lifecycle"] = {"preStop": {"exec": {"command": edge_pre_stop_command()}}}
     envoy["resources"] = _resources("100m", "128Mi", "1", "512Mi")
-    return _deployment(
+    deployment = _deployment(
         topology, EDGE, "edge", init_containers=[], containers=[envoy], app_tmp=False
     )
+    return deployment
 
 
 def edge_service(topology: Topology) -> Manifest:

