@@ -151,7 +151,23 @@ def _service_dirs(k8s_dir: Path) -> set[str]:
     return {p.name for p in services.iterdir() if p.is_dir()}
 
 
+def _generated_dirs(topology: Topology, k8s_dir: Path) -> list[Path]:
+    """Directories holding only generated files (a service's and the edge's)."""
+    return [k8s_dir / "services" / name for name in sorted(topology.services)] + [k8s_dir / EDGE]
+
+
+def _strays(tree: Mapping[str, str], topology: Topology, k8s_dir: Path) -> list[Path]:
+    return [
+        path
+        for directory in _generated_dirs(topology, k8s_dir)
+        if directory.is_dir()
+        for path in sorted(directory.iterdir())
+        if str(path.relative_to(k8s_dir)) not in tree
+    ]
+
+
 def drift(tree: Mapping[str, str], topology: Topology, k8s_dir: Path = K8S_DIR) -> list[str]:
+    """Every way k8s/ differs from what `topology` generates, as one line each."""
     problems: list[str] = []
     expected_dirs, actual_dirs = set(topology.services), _service_dirs(k8s_dir)
     for name in sorted(expected_dirs - actual_dirs):
@@ -165,15 +181,13 @@ def drift(tree: Mapping[str, str], topology: Topology, k8s_dir: Path = K8S_DIR) 
             problems.append(f"k8s/{relative} is missing")
         elif path.read_text() != content:
             problems.append(f"k8s/{relative} differs from what the topology generates")
-    for name in sorted(actual_dirs & expected_dirs):
-        for path in sorted((k8s_dir / "services" / name).iterdir()):
-            relative = str(path.relative_to(k8s_dir))
-            if relative not in tree:
-                problems.append(f"k8s/{relative} is not generated from the topology")
+    for path in _strays(tree, topology, k8s_dir):
+        problems.append(f"k8s/{path.relative_to(k8s_dir)} is not generated from the topology")
     return problems
 
 
 def write_tree(tree: Mapping[str, str], topology: Topology, k8s_dir: Path = K8S_DIR) -> None:
+    """Make k8s/ match `tree`: write changed files, remove what the topology no longer has."""
     for name in sorted(_service_dirs(k8s_dir) - set(topology.services)):
         shutil.rmtree(k8s_dir / "services" / name)
     for relative, content in tree.items():
@@ -181,3 +195,8 @@ def write_tree(tree: Mapping[str, str], topology: Topology, k8s_dir: Path = K8S_
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text() != content:
             path.write_text(content)
+    for path in _strays(tree, topology, k8s_dir):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

@@ -80,6 +80,20 @@ def test_network_policy_admitting_other_callers_fails(
     assert "does not admit edge, which the topology allows to call identity" in out
 
 
+def test_stray_file_in_a_generated_directory_fails(
+    capsys: pytest.CaptureFixture[str], k8s_copy: Path
+) -> None:
+    (k8s_copy / "services" / "identity" / "extra-role.yaml").write_text("kind: Role\n")
+    (k8s_copy / "edge" / "notes.txt").write_text("hand-made\n")
+    code, out = run(capsys, "--k8s-dir", str(k8s_copy), "check")
+    assert code == 1
+    assert "k8s/services/identity/extra-role.yaml is not generated from the topology" in out
+    assert "k8s/edge/notes.txt is not generated from the topology" in out
+    assert run(capsys, "--k8s-dir", str(k8s_copy), "generate")[0] == 0
+    assert run(capsys, "--k8s-dir", str(k8s_copy), "check") == (0, "k8s: ok\n")
+    assert not (k8s_copy / "services" / "identity" / "extra-role.yaml").exists()
+
+
 def test_hand_edited_envoy_config_fails(capsys: pytest.CaptureFixture[str], k8s_copy: Path) -> None:
     path = k8s_copy / "services" / "identity" / "envoy.yaml"
     path.write_text(path.read_text().replace("require_client_certificate: true", ""))

@@ -24,6 +24,7 @@ def _instructions(name: str) -> list[str]:
 
 def _pin(requirement: str) -> tuple[str, str]:
     name, version = requirement.split("==")
+    name = name.split("[")[0]  # `SQLAlchemy[asyncio]` is pinned as `SQLAlchemy`
     return re.sub(r"[-_.]+", "-", name).lower(), version.strip()
 
 
