@@ -31,7 +31,7 @@ from grpc_health.v1.health import aio as health_aio
 from suuupra_runtime.mesh.certs import ensure_dev_certificates
 from suuupra_runtime.mesh.topology import EDGE, Topology, load_topology
 from tools.k8s import audit, crds
-from tools.k8s.layout import CERT_DIR, MTLS_PORT
+from tools.k8s.layout import CERT_DIR, MTLS_PORT, POD
 
 ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ("dev", "prod")
@@ -445,3 +445,16 @@ async def test_service_sidecar_serves_mtls_from_its_pod_layout(
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await _health(ports["inbound"], credentials)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_app_listens_where_its_sidecar_sends_traffic() -> None:
+    """The shared settings put the app exactly where KubernetesAddressing (and so every rendered
+    sidecar) expects it, on loopback only."""
+    (shared,) = (
+        o
+        for o in render("prod")
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("suuupra-shared-")
+    )
+    assert shared["data"]["SUUUPRA_GRPC_ADDR"] == f"127.0.0.1:{POD.app_port}"
+    assert shared["data"]["SUUUPRA_HTTP_ADDR"] == f"127.0.0.1:{POD.app_http_port}"
+    assert shared["data"]["NATS_URL"] == "nats://nats.suuupra.svc.cluster.local:4222"
