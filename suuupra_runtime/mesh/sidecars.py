@@ -18,6 +18,10 @@ from types import TracebackType
 
 import yaml
 
+from suuupra_runtime.mesh.certs import ensure_dev_certificates
+from suuupra_runtime.mesh.envoy import DevAddressing, render_all
+from suuupra_runtime.mesh.topology import Topology
+
 _base_ids = itertools.count((os.getpid() % 5000) * 100 + 1000)
 
 
@@ -48,6 +52,7 @@ class EnvoyProcess:
         cwd: Path | None = None,
         log_level: str = "warning",
         concurrency: int = 1,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self.config_path = Path(config_path)
         self.base_id = next_base_id() if base_id is None else base_id
@@ -55,6 +60,8 @@ class EnvoyProcess:
         self.cwd = cwd
         self.log_level = log_level
         self.concurrency = concurrency
+        self.cpus = cpus
+        """Pin Envoy (all its threads) to these CPUs, e.g. for benchmarks."""
         self.admin_url = _admin_url(self.config_path)
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -63,7 +70,9 @@ class EnvoyProcess:
         return self._process.pid if self._process else None
 
     def command(self) -> list[str]:
+        pin = ["taskset", "-c", ",".join(map(str, sorted(self.cpus)))] if self.cpus else []
         return [
+            *pin,
             str(envoy_binary()),
             "-c",
             str(self.config_path),
@@ -164,6 +173,26 @@ class EnvoyProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def prepare_dev_mesh(topology: Topology, state_dir: Path) -> dict[str, Path]:
+    """Certificates under `state_dir/certs` and every Envoy config under `state_dir/envoy`.
+
+    Returns the config path per workload (`<service>` and `edge`), ready for `EnvoyProcess`.
+    Paths inside the configs are absolute, so Envoy may run from any directory.
+    """
+    state_dir = Path(state_dir).resolve()
+    cert_dir = state_dir / "certs"
+    ensure_dev_certificates(topology, cert_dir)
+    out = state_dir / "envoy"
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, text in render_all(topology, DevAddressing(), str(cert_dir)).items():
+        path = out / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        paths[name.removesuffix(".yaml")] = path
+    return paths
 
 
 def validate_config(config_path: Path, *, cwd: Path | None = None) -> tuple[bool, str]:

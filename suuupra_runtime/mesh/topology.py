@@ -64,8 +64,8 @@ class EdgeSpec:
     route_timeout_seconds: float
     stream_timeout_seconds: float
     """Idle timeout for long-lived server streams (route timeout 0 = no overall limit)."""
-    unbuffered_rpcs: tuple[str, ...]
-    """Client/bidi-streaming RPCs (method or prefix) exempt from the whole-request size buffer."""
+    streaming_rpcs: tuple[str, ...]
+    """Streaming RPCs (method or prefix): no overall route timeout, no whole-request buffer."""
 
     @property
     def listener_port(self) -> int:
@@ -282,7 +282,7 @@ class _Parser:
                 "debug_service",
                 "route_timeout_seconds",
                 "stream_timeout_seconds",
-                "unbuffered_rpcs",
+                "streaming_rpcs",
             },
         )
         block = self.integer(
@@ -328,7 +328,7 @@ class _Parser:
         stream_timeout = self.number(
             m.get("stream_timeout_seconds", 300), "edge.stream_timeout_seconds", 1, 86400
         )
-        unbuffered = self.strings(m.get("unbuffered_rpcs"), "edge.unbuffered_rpcs", _RPC)
+        streaming = self.strings(m.get("streaming_rpcs"), "edge.streaming_rpcs", _RPC)
         return EdgeSpec(
             port_block=block,
             rate_limit=RateLimit(rps, burst),
@@ -337,7 +337,7 @@ class _Parser:
             debug_service=str(debug),
             route_timeout_seconds=route_timeout,
             stream_timeout_seconds=stream_timeout,
-            unbuffered_rpcs=unbuffered,
+            streaming_rpcs=streaming,
         )
 
     def service(self, name: str, data: Any) -> ServiceSpec:
@@ -459,9 +459,9 @@ class _Parser:
                 elif name not in services[source].upstreams:
                     self.fail(field, f"{source!r} does not list {name!r} in its upstreams")
 
-        for i, rpc in enumerate(edge.unbuffered_rpcs):
+        for i, rpc in enumerate(edge.streaming_rpcs):
             if not any(rpc.startswith(p) for s in services.values() for p in s.route_prefixes):
-                self.fail(f"edge.unbuffered_rpcs[{i}]", f"{rpc!r} matches no service's packages")
+                self.fail(f"edge.streaming_rpcs[{i}]", f"{rpc!r} matches no service's packages")
 
 
 def _join(field: str, key: str) -> str:

@@ -71,7 +71,8 @@ def build_test_topology(*, rps: int = 5, burst: int = 40, max_bytes: int = 16384
                 "max_request_bytes": max_bytes,
                 "cors_allowed_origins": ["http://localhost:5173"],
                 "debug_service": "bravo",
-                "route_timeout_seconds": 10,
+                "route_timeout_seconds": 2,
+                "streaming_rpcs": [f"/{ECHO_SERVICE}/StreamEcho"],
             },
             "services": {
                 "alpha": {
@@ -157,6 +158,8 @@ class EchoApp(pb_grpc.EchoServiceServicer):
     ) -> Any:
         self._record(context)
         for i in range(request.count):
+            if request.message == "slow" and i:
+                await asyncio.sleep(0.5)
             yield pb.StreamEchoResponse(index=i, message=request.message)
 
 

@@ -23,7 +23,7 @@ from suuupra_runtime.mesh.envoy import (
     KubernetesAddressing,
     render_all,
 )
-from suuupra_runtime.mesh.sidecars import validate_config
+from suuupra_runtime.mesh.sidecars import prepare_dev_mesh, validate_config
 from suuupra_runtime.mesh.topology import load_topology, workloads
 from tests.mesh.mesh_support import build_test_topology
 
@@ -99,3 +99,12 @@ def test_dev_certificates_are_kept_when_valid_and_rotation_swaps_atomically(
     sds = (tmp_path / "sds" / "bravo" / "tls_certificate.yaml").read_text()
     assert "..v" not in sds
     assert f"{bravo}/tls.crt" in sds
+
+
+def test_prepare_dev_mesh_writes_valid_configs_for_every_workload(tmp_path: Path) -> None:
+    topology = build_test_topology()
+    paths = prepare_dev_mesh(topology, tmp_path / "state")
+    assert set(paths) == {*topology.services, "edge"}
+    ok, output = validate_config(paths["alpha"], cwd=tmp_path)  # absolute paths: any cwd works
+    assert ok, output[-2000:]
+    assert prepare_dev_mesh(topology, tmp_path / "state") == paths  # idempotent

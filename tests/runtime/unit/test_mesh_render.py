@@ -206,9 +206,9 @@ def test_edge_connects_to_sidecars_with_its_own_certificate() -> None:
     assert address(config["admin"]) == ("127.0.0.1", 17003)
 
 
-def test_unbuffered_rpcs_skip_the_size_buffer() -> None:
+def test_streaming_rpcs_skip_the_size_buffer_and_route_timeout() -> None:
     data = base()
-    data["edge"]["unbuffered_rpcs"] = ["/suuupra.courses.v1.CourseService/Upload"]
+    data["edge"]["streaming_rpcs"] = ["/suuupra.courses.v1.CourseService/Upload"]
     config = render_edge(parse_topology(data), DevAddressing(), CERTS)
     routes = hcm(listener(config, "edge"))["route_config"]["virtual_hosts"][0]["routes"]
     special = next(r for r in routes if r["match"].get("path"))
@@ -217,3 +217,8 @@ def test_unbuffered_rpcs_skip_the_size_buffer() -> None:
     per_route = special["typed_per_filter_config"]["envoy.filters.http.buffer"]
     assert per_route["disabled"] is True
     assert routes.index(special) < len(routes) - 2  # before the package prefix routes
+    assert special["route"]["timeout"] == "0s"
+    assert special["route"]["idle_timeout"] == "300s"
+    unary = routes[-1]
+    assert unary["route"]["timeout"] == "15s"
+    assert "typed_per_filter_config" not in unary

@@ -162,11 +162,11 @@ def test_edge_settings_are_checked() -> None:
     data = base()
     data["edge"]["rate_limit"] = {"requests_per_second": 10, "burst": 5}
     data["edge"]["debug_service"] = "nope"
-    data["edge"]["unbuffered_rpcs"] = ["/suuupra.chat.v1.ChatService/Connect"]
+    data["edge"]["streaming_rpcs"] = ["/suuupra.chat.v1.ChatService/Connect"]
     text = problems(data)
     assert "edge.rate_limit.burst: 5 is below requests_per_second 10" in text
     assert "edge.debug_service: unknown service 'nope'" in text
-    assert "edge.unbuffered_rpcs[0]: '/suuupra.chat.v1.ChatService/Connect' matches no" in text
+    assert "edge.streaming_rpcs[0]: '/suuupra.chat.v1.ChatService/Connect' matches no" in text
 
 
 def test_all_problems_are_reported_at_once() -> None:
