@@ -173,6 +173,7 @@ def _rss_mb(pid: int) -> float:
 
 async def _bench(rounds: int, seconds: float) -> dict[str, Any]:
     os.sched_setaffinity(0, {CLIENT_CPU})
+    load_before = os.getloadavg()[0]
     topology = _topology(_free_base())
     echo = topology.service("echo")
     with tempfile.TemporaryDirectory(prefix="suuupra-bench-") as tmp:
@@ -251,6 +252,8 @@ async def _bench(rounds: int, seconds: float) -> dict[str, Any]:
     return {
         "benchmark": "mesh_overhead",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # Other work on the host shows up as noise; a 1-minute load average near 0 is a clean run.
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),

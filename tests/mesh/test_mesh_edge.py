@@ -173,6 +173,7 @@ async def test_grpc_web_with_a_garbage_token_is_unauthenticated(mesh: RunningMes
         pb.EchoRequest(message="x").SerializeToString(),
         authorization="Bearer not.a.jwt",
     )
+    assert response.status == 401
     assert response.grpc_status == grpc.StatusCode.UNAUTHENTICATED.value[0]
 
 
@@ -218,8 +219,6 @@ async def test_rate_limit_is_per_client_address(mesh: RunningMesh) -> None:
     # Another client address has its own full bucket, even while 127.0.0.2 is throttled.
     others = await asyncio.to_thread(_flood, mesh.edge_port, 10, "127.0.0.3")
     assert others == [0] * 10
-    throttled = await asyncio.to_thread(_flood, mesh.edge_port, 1, "127.0.0.2")
-    assert throttled == [exhausted]
 
 
 async def test_health_reflection_and_unknown_routes_via_the_edge(mesh: RunningMesh) -> None:
