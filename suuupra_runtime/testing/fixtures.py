@@ -14,7 +14,9 @@ Fixtures (servers start lazily: only when a test asks for them, so unit runs do 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -31,25 +33,34 @@ def _with_asyncpg_driver(url: str) -> str:
     raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
 
 
+@contextlib.contextmanager
+def _server_dir(kind: str) -> Iterator[Path]:
+    # Not pytest's tmp_path: concurrent pytest runs of the same user prune each other's old
+    # basetemp directories, which would delete a live server's data under it.
+    with tempfile.TemporaryDirectory(prefix=f"suuupra-test-{kind}-") as directory:
+        yield Path(directory)
+
+
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     external = os.environ.get("DATABASE_URL")
     if external:
         yield _with_asyncpg_driver(external)
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres") / "data", free_port())
-    with server:
-        yield server.url
+    with _server_dir("pg") as directory, EmbeddedPostgres(directory / "data", free_port()) as pg:
+        yield pg.url
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def nats_url() -> Iterator[str]:
     external = os.environ.get("NATS_URL")
     if external:
         yield external
         return
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats") / "js", free_port(), free_port())
-    with server:
+    with (
+        _server_dir("nats") as directory,
+        EmbeddedNats(directory / "js", free_port(), free_port()) as server,
+    ):
         yield server.url
 
 
@@ -66,12 +77,14 @@ async def fresh_database(postgres_server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def fresh_nats_url(tmp_path: Path) -> AsyncIterator[str]:
+async def fresh_nats_url() -> AsyncIterator[str]:
     external = os.environ.get("NATS_URL")
     if external:
         await delete_all_streams(external)
         yield external
         return
-    server = EmbeddedNats(tmp_path / "fresh-js", free_port(), free_port())
-    with server:
+    with (
+        _server_dir("nats") as directory,
+        EmbeddedNats(directory / "js", free_port(), free_port()) as server,
+    ):
         yield server.url

@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -20,6 +22,13 @@ from suuupra_runtime.infra import EmbeddedNats, EmbeddedPostgres, free_port
 from suuupra_runtime.testing.postgres import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    # Own temp dir: concurrent pytest runs prune each other's basetemp (see fixtures.py).
+    with tempfile.TemporaryDirectory(prefix="suuupra-test-infra-") as directory:
+        yield Path(directory)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -55,8 +64,8 @@ def _uid_of(pid: int) -> int:
     raise AssertionError("no Uid line")
 
 
-async def test_embedded_postgres_serves_on_loopback_and_stops_cleanly(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "pg", free_port())
+async def test_embedded_postgres_serves_on_loopback_and_stops_cleanly(server_dir: Path) -> None:
+    server = EmbeddedPostgres(server_dir / "pg", free_port())
     with server:
         pid = server.pid
         assert pid is not None and _pid_alive(pid)
@@ -70,8 +79,8 @@ async def test_embedded_postgres_serves_on_loopback_and_stops_cleanly(tmp_path: 
         assert await _scalar(server.url, "SELECT 1") == 1
 
 
-async def test_embedded_nats_has_jetstream_and_stops_cleanly(tmp_path: Path) -> None:
-    server = EmbeddedNats(tmp_path / "js", free_port(), free_port())
+async def test_embedded_nats_has_jetstream_and_stops_cleanly(server_dir: Path) -> None:
+    server = EmbeddedNats(server_dir / "js", free_port(), free_port())
     with server:
         pid = server.pid
         assert pid is not None and _pid_alive(pid)
@@ -84,13 +93,13 @@ async def test_embedded_nats_has_jetstream_and_stops_cleanly(tmp_path: Path) -> 
     assert _wait_gone(pid, 1.0), "nats-server still running after stop()"
 
 
-def test_servers_die_with_a_killed_parent(tmp_path: Path) -> None:
+def test_servers_die_with_a_killed_parent(server_dir: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys, time
         from pathlib import Path
         from suuupra_runtime.infra import EmbeddedNats, EmbeddedPostgres, free_port
-        base = Path({str(tmp_path)!r})
+        base = Path({str(server_dir)!r})
         pg = EmbeddedPostgres(base / "pg", free_port()).start()
         js = EmbeddedNats(base / "js", free_port(), free_port()).start()
         print(pg.pid, js.pid, flush=True)
