@@ -1,0 +1,170 @@
+"""Child server processes that never outlive the Python process that started them.
+
+Public API: `ManagedProcess(argv, log_path=..., run_as=None, stop_signal=..., death_signal=...)`
+with `start()`, `stop(timeout)`, `pid`, `alive`; `system_user(name)` (create a non-root system
+user if missing); `ensure_traversable(path)`.
+
+Three layers make sure no server is left behind:
+1. `stop()`: the server's graceful stop signal, then SIGKILL after a timeout.
+2. `atexit`: every still-running child is stopped when the interpreter exits normally.
+3. Linux `PR_SET_PDEATHSIG`: the kernel signals the child when its parent dies, even by SIGKILL.
+   The signal follows the *thread* that forked the child, so start servers from a long-lived
+   thread (the main thread, as pytest fixtures and the dev runner do), not from a pool thread
+   that might exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["ManagedProcess", "ensure_traversable", "system_user"]
+
+_PR_SET_PDEATHSIG = 1
+_live: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+_user_lock = threading.Lock()
+
+
+def _pdeathsig_preexec(
+    death_signal: int, run_as: pwd.struct_passwd | None, parent_pid: int
+) -> Callable[[], None]:
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+    def preexec() -> None:
+        # Own process group: a Ctrl-C aimed at the parent's group does not skip our graceful stop.
+        os.setpgid(0, 0)
+        if run_as is not None:
+            # Credentials first: the kernel clears PDEATHSIG whenever the effective uid changes.
+            os.setgroups([])
+            os.setgid(run_as.pw_gid)
+            os.setuid(run_as.pw_uid)
+        if libc is not None:
+            libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+            if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                os._exit(1)
+
+    return preexec
+
+
+class ManagedProcess:
+    """One server process with a log file, a graceful stop and a kernel-enforced death pact."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        run_as: pwd.struct_passwd | None = None,
+        stop_signal: int = signal.SIGTERM,
+        death_signal: int = signal.SIGTERM,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.run_as = run_as
+        self.stop_signal = stop_signal
+        self.death_signal = death_signal
+        self.env = env
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def start(self) -> None:
+        if self.alive:
+            return
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd="/",
+                close_fds=True,
+                preexec_fn=_pdeathsig_preexec(self.death_signal, self.run_as, os.getpid()),  # noqa: PLW1509
+            )
+        _live.add(self)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Graceful stop signal, wait up to `timeout`, then SIGKILL. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(self.stop_signal)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait(5)
+        _live.discard(self)
+
+    def log_tail(self, max_bytes: int = 4000) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return ""
+        return data[-max_bytes:].decode(errors="replace")
+
+
+@atexit.register
+def _stop_all_children() -> None:
+    for child in list(_live):
+        child.stop(timeout=5)
+
+
+def system_user(name: str) -> pwd.struct_passwd:
+    """The passwd entry of system user `name`, created (no home, no login shell) if missing.
+
+    Needs root. Concurrent callers (several test processes) may race on `useradd`; the loser's
+    failure is fine as long as the user exists afterwards.
+    """
+    with _user_lock:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            pass
+        result = subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", "--user-group", name],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            raise RuntimeError(f"could not create system user {name}: {result.stderr}") from None
+
+
+def ensure_traversable(path: Path) -> None:
+    """Let other users search (o+x, not list) every directory above `path`.
+
+    A server running as a dedicated user must reach its data directory, which often sits under a
+    root-only directory such as /tmp/pytest-of-root.
+    """
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)

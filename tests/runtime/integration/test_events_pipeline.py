@@ -1,0 +1,409 @@
+"""Outbox → relay → JetStream → consumer (inbox, retries, dead letters) → replay, for real."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+from opentelemetry.sdk.trace import TracerProvider
+from sqlalchemy import select, text
+
+from suuupra_runtime.db import Database, UnitOfWork, migrate, outbox_table
+from suuupra_runtime.errors import FailedPrecondition
+from suuupra_runtime.events import (
+    EventConsumer,
+    EventEnvelope,
+    OutboxRelay,
+    StreamSpec,
+    current_envelope,
+    ensure_streams,
+    list_dead_letters,
+    replay_dead_letter,
+    replay_stream,
+)
+from suuupra_runtime.events.consumer import EventHandler
+from tests.runtime.integration.sample_events import (
+    DOMAIN,
+    STREAM,
+    NoteArchived,
+    NoteCreated,
+    NoteLiked,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+SERVICE_MIGRATIONS = Path(__file__).parent / "service_migrations"
+
+
+class RelayCrashError(Exception):
+    pass
+
+
+@dataclass
+class Env:
+    db: Database
+    database_url: str
+    nats_url: str
+    nc: Client
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def relay(self, **kwargs: Any) -> OutboxRelay:
+        return OutboxRelay(self.db, self.nats_url, **kwargs)
+
+    def consumer(self, handlers: dict[type[Any], EventHandler], **kwargs: Any) -> EventConsumer:
+        kwargs.setdefault("durable", "notes-projector")
+        kwargs.setdefault("backoff", (0.05,))
+        kwargs.setdefault("fetch_timeout", 0.2)
+        return EventConsumer(self.db, self.nats_url, stream=STREAM, handlers=handlers, **kwargs)
+
+    def start(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self.tasks.append(task)
+        return task
+
+    async def scalar(self, sql: str) -> Any:
+        async with self.db.engine.connect() as conn:
+            return await conn.scalar(text(sql))
+
+    async def stream_messages(self) -> int:
+        return (await self.nc.jetstream().stream_info(STREAM)).state.messages
+
+    async def emit(self, *events: Any, tenant: str = "t1") -> list[str]:
+        async with self.db.unit_of_work(tenant_id=tenant) as uow:
+            return [uow.add_event(event) for event in events]
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def env(fresh_database: str, fresh_nats_url: str) -> AsyncIterator[Env]:
+    await migrate(fresh_database, SERVICE_MIGRATIONS)
+    db = await Database.connect(fresh_database, pool_size=5)
+    nc = await nats.connect(fresh_nats_url)
+    await ensure_streams(nc.jetstream(), [StreamSpec.for_domain(DOMAIN)])
+    environment = Env(db, fresh_database, fresh_nats_url, nc)
+    try:
+        yield environment
+    finally:
+        for task in environment.tasks:
+            task.cancel()
+        for task in environment.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await nc.close()
+        await db.dispose()
+
+
+async def record_effect(event: Any, uow: UnitOfWork) -> None:
+    await uow.session.execute(
+        text("INSERT INTO effects (what) VALUES (:what)"), {"what": event.note_id}
+    )
+
+
+async def test_relay_crash_after_publish_then_restart_delivers_once(env: Env) -> None:
+    ids = await env.emit(*(NoteCreated(note_id=f"n{i}", title="t") for i in range(3)))
+
+    async def crash(_published: Sequence[str]) -> None:
+        raise RelayCrashError  # JetStream has the messages; the rows are not marked yet
+
+    crashing = env.relay(after_publish=crash)
+    with pytest.raises(RelayCrashError):
+        await crashing.publish_pending()
+    await crashing.close()
+    assert await env.stream_messages() == 3
+    assert await env.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 3
+
+    restarted = env.relay()
+    assert await restarted.publish_pending() == 3  # re-published; JetStream drops the copies
+    await restarted.close()
+    assert await env.stream_messages() == 3
+    assert await env.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+
+    env.start(env.consumer({NoteCreated: record_effect}).run())
+    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 3))
+    await asyncio.sleep(0.3)
+    assert await env.scalar("SELECT count(*) FROM effects") == 3
+    assert await env.scalar("SELECT count(*) FROM inbox") == 3
+    async with env.db.engine.connect() as conn:
+        inbox = (await conn.execute(text("SELECT event_id FROM inbox"))).scalars().all()
+    assert sorted(inbox) == sorted(ids)
+
+
+async def _equals(value: Awaitable[Any], expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+async def test_duplicate_delivery_past_the_dedupe_window_is_absorbed_by_the_inbox(env: Env) -> None:
+    [event_id] = await env.emit(NoteCreated(note_id="n1"))
+    async with env.db.engine.connect() as conn:
+        row = (await conn.execute(select(outbox_table))).one()
+    js = env.nc.jetstream()
+    # Two copies under different Nats-Msg-Ids: JetStream stores both, as it would after its
+    # duplicate window expired.
+    for copy in ("a", "b"):
+        headers = {**row.headers, "Nats-Msg-Id": f"{event_id}-{copy}"}
+        await js.publish(row.subject, bytes(row.payload), headers=headers)
+    assert await env.stream_messages() == 2
+    consumer = env.consumer({NoteCreated: record_effect})
+    env.start(consumer.run())
+    await wait_until(
+        lambda: _consumer_idle(env, consumer.durable),
+    )
+    assert await env.scalar("SELECT count(*) FROM effects") == 1
+
+
+async def _false() -> bool:
+    return False
+
+
+async def _consumer_idle(env: Env, durable: str) -> bool:
+    try:
+        info = await env.nc.jetstream().consumer_info(STREAM, durable)
+    except Exception:
+        return False
+    delivered = info.delivered.stream_seq or 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0 and delivered > 0)
+
+
+async def test_handler_failing_once_is_redelivered_and_applied_once(env: Env) -> None:
+    attempts: list[int] = []
+
+    async def flaky(event: Any, uow: UnitOfWork) -> None:
+        await record_effect(event, uow)  # written, then rolled back by the failure below
+        attempts.append(current_envelope().num_delivered)
+        if len(attempts) == 1:
+            raise RuntimeError("transient failure after writing")
+
+    await env.emit(NoteCreated(note_id="n1"))
+    relay = env.relay()
+    await relay.publish_pending()
+    await relay.close()
+    env.start(env.consumer({NoteCreated: flaky}).run())
+    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 1))
+    assert attempts == [1, 2]
+    await asyncio.sleep(0.3)
+    assert await env.scalar("SELECT count(*) FROM effects") == 1
+    assert await env.scalar("SELECT count(*) FROM dead_letters") == 0
+
+
+def _cli(env: Env, *args: str) -> subprocess.CompletedProcess[str]:
+    pythonpath = os.pathsep.join([str(ROOT), str(ROOT / "gen"), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "suuupra_runtime.events.dead_letters",
+         "--database-url", env.database_url, "--nats-url", env.nats_url, *args],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": pythonpath},
+    )  # fmt: skip
+
+
+async def test_poison_message_is_dead_lettered_then_replayed_after_a_fix(env: Env) -> None:
+    fixed = False
+    handled: list[str] = []
+
+    async def indexer(event: Any, uow: UnitOfWork) -> None:
+        if not fixed:
+            raise ValueError(f"cannot index note {event.note_id}")
+        await record_effect(event, uow)
+        handled.append(current_envelope().event_id)
+
+    [event_id] = await env.emit(NoteCreated(note_id="poison"))
+    env.start(env.relay(idle_poll_seconds=0.1).run())
+    env.start(env.consumer({NoteCreated: indexer}, max_deliver=3).run())
+    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM dead_letters"), 1))
+
+    [letter] = await list_dead_letters(env.db, consumer="notes-projector")
+    assert letter.event_id == event_id
+    assert letter.attempts == 3
+    assert "ValueError: cannot index note poison" in letter.error
+    assert letter.subject == "suuupra.eventtest.v1.NoteCreated" and letter.stream == STREAM
+    assert letter.replayed_at is None
+    await asyncio.sleep(0.3)  # terminated: no further deliveries
+    assert await env.scalar("SELECT count(*) FROM dead_letters") == 1
+    assert await env.scalar("SELECT count(*) FROM effects") == 0
+
+    listed = await asyncio.to_thread(_cli, env, "list", "--pending")
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [letter.id]
+
+    fixed = True
+    replayed = await asyncio.to_thread(_cli, env, "replay", letter.id)
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout)["replayed_at"] is not None
+    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 1))
+    assert handled == [event_id]
+
+    with pytest.raises(FailedPrecondition):
+        await replay_dead_letter(env.db, env.nc, letter.id)
+    again = await asyncio.to_thread(_cli, env, "replay", letter.id)
+    assert again.returncode == 1 and "already replayed" in again.stderr
+    await asyncio.sleep(0.3)
+    assert await env.scalar("SELECT count(*) FROM effects") == 1
+    assert handled == [event_id]
+
+
+async def test_events_of_a_rolled_back_unit_of_work_are_never_published(env: Env) -> None:
+    with pytest.raises(RuntimeError):
+        async with env.db.unit_of_work(tenant_id="t1") as uow:
+            uow.add_event(NoteCreated(note_id="ghost"))
+            raise RuntimeError("handler failed")
+    [kept] = await env.emit(NoteCreated(note_id="kept"))
+    relay = env.relay()
+    assert await relay.publish_pending() == 1
+    assert await relay.publish_pending() == 0
+    await relay.close()
+    assert await env.stream_messages() == 1
+    msg = await env.nc.jetstream().get_msg(STREAM, seq=1)
+    assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == kept
+
+
+async def test_unknown_event_types_are_acked_and_skipped(env: Env) -> None:
+    js = env.nc.jetstream()
+    await js.publish(
+        "suuupra.eventtest.v1.Mystery",
+        b"\x01\x02",
+        headers={"Suuupra-Event-Type": "suuupra.eventtest.v1.Mystery", "Suuupra-Event-Id": "m1"},
+    )
+    await env.emit(NoteCreated(note_id="n1"))
+    relay = env.relay()
+    await relay.publish_pending()
+    await relay.close()
+    consumer = env.consumer({NoteCreated: record_effect})
+    env.start(consumer.run())
+    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    info = await js.consumer_info(STREAM, consumer.durable)
+    assert info.num_redelivered == 0
+    assert await env.scalar("SELECT count(*) FROM effects") == 1
+    assert await env.scalar("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_headers_and_trace_context_flow_into_follow_up_events(env: Env) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    seen: list[EventEnvelope] = []
+
+    async def like_on_create(event: Any, uow: UnitOfWork) -> None:
+        seen.append(current_envelope())
+        uow.add_event(NoteLiked(note_id=event.note_id, likes=1))
+
+    with tracer.start_as_current_span("CreateNote") as span:
+        [event_id] = await env.emit(NoteCreated(note_id="n1"), tenant="acme")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    # A 60 s poll interval: only the NOTIFY sent by the follow-up's commit can wake the relay.
+    env.start(env.relay(idle_poll_seconds=60.0).run())
+    env.start(env.consumer({NoteCreated: like_on_create}).run())
+    await wait_until(
+        lambda: (
+            _equals(env.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL"), 0)
+            if len(seen) == 1
+            else _false()
+        ),
+        within=10,
+    )
+    assert await env.scalar("SELECT count(*) FROM outbox") == 2
+    [envelope] = seen
+    assert envelope.event_id == event_id
+    assert envelope.event_type == "suuupra.eventtest.v1.NoteCreated"
+    assert envelope.tenant_id == "acme"
+    assert envelope.occurred_at and envelope.occurred_at.endswith("Z")
+    assert envelope.headers["Nats-Msg-Id"] == event_id
+    assert envelope.headers["traceparent"].split("-")[1] == trace_id
+    async with env.db.engine.connect() as conn:
+        follow_up = (
+            await conn.execute(
+                select(outbox_table).where(outbox_table.c.event_type.like("%NoteLiked"))
+            )
+        ).one()
+    assert follow_up.tenant_id == "acme"
+    assert follow_up.headers["traceparent"].split("-")[1] == trace_id
+
+
+async def test_concurrent_relays_publish_each_row_once(env: Env) -> None:
+    async with env.db.unit_of_work(tenant_id="t1") as uow:
+        for i in range(300):
+            uow.add_event(NoteCreated(note_id=f"n{i}"))
+    published: list[list[str]] = [[], []]
+
+    def recorder(index: int) -> Callable[[Sequence[str]], Awaitable[None]]:
+        async def record(ids: Sequence[str]) -> None:
+            published[index].extend(ids)
+            await asyncio.sleep(0.01)  # hold the row locks a moment, as a real relay might
+
+        return record
+
+    relays = [env.relay(batch_size=20, after_publish=recorder(i)) for i in range(2)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.publish_pending():
+            pass
+
+    await asyncio.gather(*(drain(r) for r in relays))
+    for relay in relays:
+        await relay.close()
+    assert len(published[0]) + len(published[1]) == 300
+    assert len(set(published[0]) | set(published[1])) == 300
+    assert published[0] and published[1], "both relays should have taken a share"
+    assert await env.stream_messages() == 300
+
+
+async def test_replay_stream_rebuilds_the_same_projection_twice(env: Env) -> None:
+    await env.emit(NoteCreated(note_id="n1", title="Algebra"), NoteCreated(note_id="n2", title="X"))
+    await env.emit(NoteLiked(note_id="n1", likes=3), NoteArchived(note_id="n2"))
+    await env.nc.jetstream().publish(
+        "suuupra.eventtest.v1.Mystery", b"", headers={"Suuupra-Event-Type": "x", "Nats-Msg-Id": "z"}
+    )
+    relay = env.relay()
+    await relay.publish_pending()
+    await relay.close()
+
+    async def rebuild() -> dict[str, dict[str, Any]]:
+        projection: dict[str, dict[str, Any]] = {}
+
+        async def created(event: Any, envelope: EventEnvelope) -> None:
+            projection[event.note_id] = {
+                "title": event.title,
+                "likes": 0,
+                "tenant": envelope.tenant_id,
+            }
+
+        async def liked(event: Any, _envelope: EventEnvelope) -> None:
+            projection[event.note_id]["likes"] = event.likes
+
+        async def archived(event: Any, _envelope: EventEnvelope) -> None:
+            projection.pop(event.note_id)
+
+        count = await replay_stream(
+            env.nats_url,
+            stream=STREAM,
+            handlers={NoteCreated: created, NoteLiked: liked, NoteArchived: archived},
+        )
+        assert count == 4
+        return projection
+
+    first = await rebuild()
+    second = await rebuild()
+    assert first == second == {"n1": {"title": "Algebra", "likes": 3, "tenant": "t1"}}
+    consumers = await env.nc.jetstream().consumers_info(STREAM)
+    assert consumers == [], "replay must remove its ephemeral consumer"
+
+
+async def test_replay_of_an_empty_stream_returns_immediately(env: Env) -> None:
+    assert await replay_stream(env.nats_url, stream=STREAM, handlers={NoteCreated: _noop}) == 0
+
+
+async def _noop(_event: Any, _envelope: EventEnvelope) -> None:
+    return None
