@@ -30,6 +30,8 @@ class JsonFormatter(logging.Formatter):
         self.service = service
         self._second = -1
         self._second_text = ""
+        # json.dumps with options builds a new encoder per call; reuse one.
+        self._encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
     def _timestamp(self, created: float) -> str:
         second = int(created)
@@ -57,7 +59,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return self._encode(entry)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
