@@ -12,6 +12,7 @@ Public API::
         event_id = uow.add_event(UserCreated(...), key="user-123")  # outbox row, same tx
     # leaving the block commits; an exception rolls back (and drops the events)
 
+    db = await open_service_database("identity", migrations_dir)  # all three steps below
     url = await ensure_database(server_url, "identity")  # database + role, idempotent
     await migrate(url, Path("services/identity/migrations"))   # runtime tables + service head
     await migrations_applied(url, migrations_dir) -> bool      # readiness check
@@ -89,6 +90,7 @@ __all__ = [
     "migrate",
     "migrations_applied",
     "normalize_url",
+    "open_service_database",
     "outbox_table",
     "service_database_url",
     "tenant_scoped",
@@ -445,3 +447,22 @@ async def migrations_applied(database: str | Database, migrations_dir: Path | No
     finally:
         if owned:
             await engine.dispose()
+
+
+async def open_service_database(
+    service: str,
+    migrations_dir: Path | None,
+    *,
+    server_url: str | None = None,
+    pool_size: int = 10,
+) -> Database:
+    """Start-up in one call: ensure the service's database, migrate it, connect a pool.
+
+    `server_url` defaults to `DATABASE_URL` (a server URL with rights to create roles/databases).
+    """
+    server = server_url or os.environ.get("DATABASE_URL")
+    if not server:
+        raise RuntimeError("DATABASE_URL is not set")
+    url = await ensure_database(server, service)
+    await migrate(url, migrations_dir)
+    return await Database.connect(url, pool_size=pool_size)

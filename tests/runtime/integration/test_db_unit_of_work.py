@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,7 +107,7 @@ async def test_ping_reports_reachability(db: Database) -> None:
 
 
 async def test_ensure_database_creates_owned_database_once(postgres_server_url: str) -> None:
-    name = "svc_ensure_test"
+    name = f"svc_ensure_{uuid.uuid4().hex[:8]}"
     try:
         urls = await asyncio.gather(*(ensure_database(postgres_server_url, name) for _ in range(3)))
         assert len(set(urls)) == 1
