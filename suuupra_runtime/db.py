@@ -99,7 +99,7 @@ __all__ = [
 RUNTIME_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 RUNTIME_VERSION_TABLE = "alembic_version_runtime"
 SERVICE_VERSION_TABLE = "alembic_version"
-OUTBOX_CHANNEL = "suuupra_outbox"  # NOTIFY channel the relay LISTENs on
+OUTBOX_CHANNEL = "suuupra_outbox"  # NOTIFY channel (trigger on outbox) the relay LISTENs on
 
 # Fixed keys for pg_advisory_(xact_)lock: advisory locks are per database, so one key per purpose.
 _MIGRATION_LOCK_KEY = 0x5355_5550_5241_0001
@@ -288,9 +288,8 @@ class UnitOfWork:
         try:
             if exc_type is None:
                 if self._events:
+                    # The outbox_notify trigger (runtime_0002) NOTIFYs the relays at commit.
                     await session.execute(insert(outbox_table), self._events)
-                    # Delivered at commit only, so the relay wakes for committed rows alone.
-                    await session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
                 await session.commit()
                 self.committed = True
             else:

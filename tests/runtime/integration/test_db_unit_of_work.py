@@ -53,7 +53,7 @@ async def test_migrate_creates_runtime_and_service_tables(fresh_database: str) -
     finally:
         await database.dispose()
     assert {"outbox", "inbox", "dead_letters", "idempotency_keys", "notes", "effects"} <= tables
-    assert (runtime_version, service_version) == ("runtime_0001", "svc_0001")
+    assert (runtime_version, service_version) == ("runtime_0002", "svc_0001")
 
 
 async def test_concurrent_migrations_apply_once(fresh_database: str) -> None:
