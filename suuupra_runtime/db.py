@@ -66,16 +66,23 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import TableClause
 
 from suuupra_runtime.events.headers import outbound_headers
+
+try:
+    from sqlalchemy.ext.asyncio import (
+        AsyncEngine,
+        AsyncSession,
+        async_sessionmaker,
+        create_async_engine,
+    )
+except ImportError as exc:  # pragma: no cover - environment problem, not a code path
+    raise ImportError(
+        "suuupra_runtime.db needs SQLAlchemy's asyncio support, which needs the `greenlet` "
+        "package (SQLAlchemy[asyncio]); install the pinned requirements (./dev)"
+    ) from exc
 
 __all__ = [
     "RUNTIME_MIGRATIONS_DIR",
