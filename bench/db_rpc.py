@@ -1,8 +1,9 @@
 """Data-layer cost: the runtime's DB path vs the same SQL on raw asyncpg (DESIGN.md §9).
 
 What a DB-backed RPC handler does, without the gRPC transport (measured elsewhere):
-- `point_read`: one primary-key SELECT through `Database` (SQLAlchemy Core, pooled session)
-  vs `asyncpg` `fetchrow` on one connection;
+- `point_read`: one primary-key SELECT through a pooled `AsyncSession`, and through the hot-path
+  `Database.fetchrow` (raw asyncpg on a pooled connection), each vs `asyncpg` `fetchrow` on one
+  dedicated connection;
 - `idempotent_write`: `run_idempotent` (unit of work: key claim, INSERT, stored response,
   outbox event, commit) vs the same INSERT in a raw asyncpg transaction (the baseline does less:
   the ratio is the full price of exactly-once writes plus the transactional outbox).
@@ -53,6 +54,9 @@ async def _round(db: Database, raw: Any, ops: int) -> dict[str, float]:
         async with db.sessions() as session:
             await session.execute(text("SELECT id, title FROM notes WHERE id = :id"), {"id": "n1"})
 
+    async def runtime_fast_read(i: int) -> None:
+        await db.fetchrow("SELECT id, title FROM notes WHERE id = $1", "n1")
+
     async def raw_read(i: int) -> None:
         await raw.fetchrow("SELECT id, title FROM notes WHERE id = $1", "n1")
 
@@ -85,6 +89,7 @@ async def _round(db: Database, raw: Any, ops: int) -> dict[str, float]:
     # Alternate baseline and subject inside the round so drift hits both alike.
     result["raw_read_ops"] = await _timed(ops, raw_read)
     result["runtime_read_ops"] = await _timed(ops, runtime_read)
+    result["runtime_fetchrow_ops"] = await _timed(ops, runtime_fast_read)
     result["raw_write_ops"] = await _timed(ops // 4, raw_write)
     result["runtime_write_ops"] = await _timed(ops // 4, runtime_write)
     return result
@@ -101,11 +106,13 @@ async def _main(rounds: int, ops: int, server_url: str) -> dict[str, Any]:
     await raw.close()
     await db.dispose()
     read_ratio = statistics.median(r["runtime_read_ops"] / r["raw_read_ops"] for r in runs)
+    fast_ratio = statistics.median(r["runtime_fetchrow_ops"] / r["raw_read_ops"] for r in runs)
     write_ratio = statistics.median(r["runtime_write_ops"] / r["raw_write_ops"] for r in runs)
     return {
         "benchmark": "db_rpc",
         "rounds": runs,
         "median_ratio_point_read_runtime_vs_asyncpg": round(read_ratio, 3),
+        "median_ratio_db_fetchrow_vs_asyncpg": round(fast_ratio, 3),
         "median_ratio_idempotent_write_vs_raw_insert": round(write_ratio, 3),
     }
 

@@ -129,3 +129,14 @@ async def test_ensure_database_creates_owned_database_once(postgres_server_url: 
             make_url(postgres_server_url).set(database=name).render_as_string(False)
         )
         await execute_autocommit(postgres_server_url, f'DROP ROLE IF EXISTS "{name}"')
+
+
+async def test_hot_path_reads_see_committed_rows(db: Database) -> None:
+    async with db.unit_of_work(tenant_id="t1") as uow:
+        await uow.session.execute(
+            text("INSERT INTO notes (id, tenant_id, title) VALUES ('n1', 't1', 'hello')")
+        )
+    row = await db.fetchrow("SELECT title FROM notes WHERE id = $1 AND tenant_id = $2", "n1", "t1")
+    assert row is not None and row["title"] == "hello"
+    assert await db.fetchrow("SELECT title FROM notes WHERE id = $1", "missing") is None
+    assert [r["id"] for r in await db.fetch("SELECT id FROM notes ORDER BY id")] == ["n1"]
