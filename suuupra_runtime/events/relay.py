@@ -19,8 +19,8 @@ relays, or around a failed publish, is not guaranteed.
 Published rows are kept for `retention` (default 7 days, for audits and debugging) and then
 deleted by the running relay (`purge_published`), so the table does not grow without bound.
 
-Latency: the unit of work sends `NOTIFY suuupra_outbox` in the committing transaction; the relay
-LISTENs and wakes immediately, falling back to polling every `idle_poll_seconds`.
+Latency: a trigger on the outbox sends `NOTIFY suuupra_outbox` with the committing transaction;
+the relay LISTENs and wakes immediately, falling back to polling every `idle_poll_seconds`.
 
 `after_publish` is a test seam: awaited with the published event ids after the acks and before
 marking, so a test can simulate a crash exactly there.
