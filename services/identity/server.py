@@ -69,9 +69,14 @@ class Wiring:
     database_url: str
 
 
+def database_name() -> str:
+    """`identity` unless SUUUPRA_IDENTITY_DATABASE_NAME says otherwise (tests, side-by-side)."""
+    return os.environ.get("SUUUPRA_IDENTITY_DATABASE_NAME", SERVICE)
+
+
 async def prepare_database(server_url: str) -> str:
     """Create the service database if absent and apply migrations (runtime tables + ours)."""
-    url = await ensure_database(server_url, SERVICE)
+    url = await ensure_database(server_url, database_name())
     await migrate(url, MIGRATIONS)
     return url
 
