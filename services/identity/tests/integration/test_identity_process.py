@@ -69,19 +69,23 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _start_server(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.identity"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 @pytest.fixture
 async def running(process_env: dict[str, str]) -> AsyncIterator[subprocess.Popen[bytes]]:
     boot = _cli(process_env, "bootstrap", "--email", "root@platform.test")
     assert boot.returncode == 0, boot.stderr
     again = _cli(process_env, "bootstrap", "--email", "other@platform.test")
     assert again.returncode == 1 and "already" in again.stderr
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.identity"],
-        env=process_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _start_server(process_env)
     try:
         yield proc
     finally:
@@ -92,8 +96,6 @@ async def running(process_env: dict[str, str]) -> AsyncIterator[subprocess.Popen
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
 
 
 async def _wait_serving(channel: grpc.aio.Channel, proc: subprocess.Popen[bytes]) -> None:
