@@ -223,6 +223,7 @@ class Identity:
         self.keys = keys
         self._emit = emit
         self._sealer = Sealer("kek", config.key_encryption_key)
+        self._login_slots = asyncio.Semaphore(max(2, config.hash_concurrency * 2))
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -969,6 +970,14 @@ class Identity:
                 )
 
     async def login(self, actor: Actor, tenant_slug: str, email: str, password: str) -> LoginResult:
+        # Admission: a burst of logins waits here instead of interleaving all of its database
+        # work on the event loop at once, which would delay every other RPC.
+        async with self._login_slots:
+            return await self._login(actor, tenant_slug, email, password)
+
+    async def _login(
+        self, actor: Actor, tenant_slug: str, email: str, password: str
+    ) -> LoginResult:
         normalised = domain.normalise_email(email) or email.strip().lower()
         async with self.db.engine.connect() as conn:
             tenant = await store.tenant_by_slug(conn, tenant_slug)
