@@ -130,6 +130,35 @@ def identity_process(infra: Infra, **extra_env: str) -> Iterator[IdentityProcess
 
 
 @contextlib.contextmanager
+def runtime_echo_process(jwks_url: str) -> Iterator[str]:
+    """The runtime's EchoService (full interceptor chain) verifying identity's tokens."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(ROOT), str(ROOT / "gen"), os.environ.get("PYTHONPATH", "")) if p
+        ),
+        "SUUUPRA_GRPC_ADDR": f"127.0.0.1:{port}",
+        "SUUUPRA_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+        "SUUUPRA_JWKS_URL": jwks_url,
+        "SUUUPRA_LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        _pinned([sys.executable, "-m", "suuupra_runtime.testing.echo_service"]),
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        asyncio.run(wait_serving(f"127.0.0.1:{port}", health=False))
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+@contextlib.contextmanager
 def echo_process() -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(

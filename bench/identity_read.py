@@ -36,6 +36,7 @@ from bench.identity_common import (  # noqa: E402
     infrastructure,
     pin_self,
     platform_token,
+    runtime_echo_process,
 )
 
 CONCURRENCY = 32
@@ -70,13 +71,14 @@ async def _identity_rate(target: str, token: str, seconds: float) -> float:
         return await _rate(call, seconds)
 
 
-async def _echo_rate(target: str, seconds: float) -> float:
+async def _echo_rate(target: str, seconds: float, token: str = "") -> float:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = echo_rpc.EchoServiceStub(channel)
         request = echo_pb.EchoRequest(message="x" * 64)
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
         async def call() -> None:
-            await stub.Echo(request)
+            await stub.Echo(request, metadata=metadata)
 
         return await _rate(call, seconds)
 
@@ -89,11 +91,15 @@ def main() -> None:
     pin_self(CLIENT_CPU)
     identity_rps: list[float] = []
     echo_rps: list[float] = []
+    runtime_rps: list[float] = []
     with infrastructure() as infra, identity_process(infra) as ident, echo_process() as echo:
         token = asyncio.run(platform_token(ident.target))
-        for _ in range(args.rounds):
-            identity_rps.append(asyncio.run(_identity_rate(ident.target, token, args.seconds)))
-            echo_rps.append(asyncio.run(_echo_rate(echo, args.seconds)))
+        jwks = f"http://{ident.env['SUUUPRA_HTTP_ADDR']}/.well-known/jwks.json"
+        with runtime_echo_process(jwks) as runtime_echo:
+            for _ in range(args.rounds):
+                identity_rps.append(asyncio.run(_identity_rate(ident.target, token, args.seconds)))
+                echo_rps.append(asyncio.run(_echo_rate(echo, args.seconds)))
+                runtime_rps.append(asyncio.run(_echo_rate(runtime_echo, args.seconds, token)))
     ratios = [i / e for i, e in zip(identity_rps, echo_rps, strict=True)]
     result = {
         "benchmark": "identity_read",
@@ -104,8 +110,17 @@ def main() -> None:
         "seconds_per_round": args.seconds,
         "identity_rps": identity_rps,
         "echo_rps": echo_rps,
+        "runtime_echo_with_token_rps": runtime_rps,
         "ratio_per_round": ratios,
         "ratio_median": statistics.median(ratios),
+        # Where the time goes: the shared runtime alone (interceptors + JWT verification, no
+        # handler, no database) against the bare echo, and identity against that runtime echo.
+        "runtime_echo_ratio_median": statistics.median(
+            r / e for r, e in zip(runtime_rps, echo_rps, strict=True)
+        ),
+        "identity_vs_runtime_echo_median": statistics.median(
+            i / r for i, r in zip(identity_rps, runtime_rps, strict=True)
+        ),
         "target_ratio": 0.8,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
     }

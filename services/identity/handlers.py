@@ -216,8 +216,11 @@ class Identity:
         hashing: PasswordHashing,
         keys: KeyRing,
         emit: EventSink,
+        *,
+        reads: store.FastReads | None = None,
     ) -> None:
         self.db = db
+        self.reads = reads
         self.config = config
         self.hashing = hashing
         self.keys = keys
@@ -615,14 +618,20 @@ class Identity:
         )
 
     async def get_user(self, actor: Actor, user_id: str) -> UserView:
-        tenant_id = actor.require_tenant()
-        async with self.db.engine.connect() as conn:
-            return await self._view(conn, await self._user(conn, tenant_id, user_id))
+        return await self._fast_view(actor.require_tenant(), user_id)
 
     async def get_current_user(self, actor: Actor) -> UserView:
         tenant_id, user_id = actor.require_user()
-        async with self.db.engine.connect() as conn:
-            return await self._view(conn, await self._user(conn, tenant_id, user_id))
+        return await self._fast_view(tenant_id, user_id)
+
+    async def _fast_view(self, tenant_id: str, user_id: str) -> UserView:
+        if self.reads is None:
+            async with self.db.engine.connect() as conn:
+                return await self._view(conn, await self._user(conn, tenant_id, user_id))
+        found = await self.reads.user_with_roles(tenant_id, user_id)
+        if found is None:
+            raise NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND")
+        return UserView(found[0], tuple(found[1]))
 
     async def list_users(
         self,

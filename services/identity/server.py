@@ -12,6 +12,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 
+from services.identity import store
 from services.identity.api import SERVICE_NAMES, register_all
 from services.identity.config import IdentityConfig
 from services.identity.credentials import PasswordHashing
@@ -89,7 +90,8 @@ async def build_wiring(
     hashing = PasswordHashing(max_concurrent=config.hash_concurrency)
     keys = KeyRing(db, Sealer("kek", config.key_encryption_key), config)
     events = OutboxEvents(Sealer(config.delivery_key_id, config.delivery_key))
-    identity = Identity(db, config, hashing, keys, events.emit)
+    reads = await store.FastReads.connect(database_url)
+    identity = Identity(db, config, hashing, keys, events.emit, reads=reads)
     relay = OutboxRelay(db, nats_url)
     link = NatsLink(nats_url)
 
@@ -109,6 +111,7 @@ async def build_wiring(
         hashing.close()
         await relay.close()
         await link.close()
+        await reads.close()
         await db.dispose()
 
     definition = ServiceDefinition(
