@@ -97,5 +97,13 @@ class OutboxEvents:
         raise TypeError(f"unmapped event {type(event).__name__}")
 
     def emit(self, uow: UnitOfWork, event: domain.DomainEvent) -> None:
-        # Keyed by user so a consumer sees one user's events in order.
-        uow.add_event(self.to_proto(event), key=event.user_id)
+        # The tenant header must name the event's tenant, which differs from the transaction's
+        # when a platform admin acts on another tenant (CreateTenant). add_event takes the tenant
+        # from the unit of work, so point it at the event's tenant for this one call.
+        acting_tenant = uow.tenant_id
+        uow.tenant_id = event.tenant_id
+        try:
+            # Keyed by user so a consumer sees one user's events in order.
+            uow.add_event(self.to_proto(event), key=event.user_id)
+        finally:
+            uow.tenant_id = acting_tenant

@@ -216,13 +216,17 @@ class Identity:
         hashing: PasswordHashing,
         keys: KeyRing,
         emit: EventSink,
+        *,
+        reads: store.FastReads | None = None,
     ) -> None:
         self.db = db
+        self.reads = reads
         self.config = config
         self.hashing = hashing
         self.keys = keys
         self._emit = emit
         self._sealer = Sealer("kek", config.key_encryption_key)
+        self._login_slots = asyncio.Semaphore(max(2, config.hash_concurrency * 2))
 
     # ---- helpers --------------------------------------------------------------------------
 
@@ -614,14 +618,20 @@ class Identity:
         )
 
     async def get_user(self, actor: Actor, user_id: str) -> UserView:
-        tenant_id = actor.require_tenant()
-        async with self.db.engine.connect() as conn:
-            return await self._view(conn, await self._user(conn, tenant_id, user_id))
+        return await self._fast_view(actor.require_tenant(), user_id)
 
     async def get_current_user(self, actor: Actor) -> UserView:
         tenant_id, user_id = actor.require_user()
-        async with self.db.engine.connect() as conn:
-            return await self._view(conn, await self._user(conn, tenant_id, user_id))
+        return await self._fast_view(tenant_id, user_id)
+
+    async def _fast_view(self, tenant_id: str, user_id: str) -> UserView:
+        if self.reads is None:
+            async with self.db.engine.connect() as conn:
+                return await self._view(conn, await self._user(conn, tenant_id, user_id))
+        found = await self.reads.user_with_roles(tenant_id, user_id)
+        if found is None:
+            raise NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND")
+        return UserView(found[0], tuple(found[1]))
 
     async def list_users(
         self,
@@ -969,6 +979,14 @@ class Identity:
                 )
 
     async def login(self, actor: Actor, tenant_slug: str, email: str, password: str) -> LoginResult:
+        # Admission: a burst of logins waits here instead of interleaving all of its database
+        # work on the event loop at once, which would delay every other RPC.
+        async with self._login_slots:
+            return await self._login(actor, tenant_slug, email, password)
+
+    async def _login(
+        self, actor: Actor, tenant_slug: str, email: str, password: str
+    ) -> LoginResult:
         normalised = domain.normalise_email(email) or email.strip().lower()
         async with self.db.engine.connect() as conn:
             tenant = await store.tenant_by_slug(conn, tenant_slug)

@@ -12,6 +12,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 
+from services.identity import store
 from services.identity.api import SERVICE_NAMES, register_all
 from services.identity.config import IdentityConfig
 from services.identity.credentials import PasswordHashing
@@ -69,9 +70,14 @@ class Wiring:
     database_url: str
 
 
+def database_name() -> str:
+    """`identity` unless SUUUPRA_IDENTITY_DATABASE_NAME says otherwise (tests, side-by-side)."""
+    return os.environ.get("SUUUPRA_IDENTITY_DATABASE_NAME", SERVICE)
+
+
 async def prepare_database(server_url: str) -> str:
     """Create the service database if absent and apply migrations (runtime tables + ours)."""
-    url = await ensure_database(server_url, SERVICE)
+    url = await ensure_database(server_url, database_name())
     await migrate(url, MIGRATIONS)
     return url
 
@@ -84,7 +90,8 @@ async def build_wiring(
     hashing = PasswordHashing(max_concurrent=config.hash_concurrency)
     keys = KeyRing(db, Sealer("kek", config.key_encryption_key), config)
     events = OutboxEvents(Sealer(config.delivery_key_id, config.delivery_key))
-    identity = Identity(db, config, hashing, keys, events.emit)
+    reads = await store.FastReads.connect(database_url)
+    identity = Identity(db, config, hashing, keys, events.emit, reads=reads)
     relay = OutboxRelay(db, nats_url)
     link = NatsLink(nats_url)
 
@@ -104,6 +111,7 @@ async def build_wiring(
         hashing.close()
         await relay.close()
         await link.close()
+        await reads.close()
         await db.dispose()
 
     definition = ServiceDefinition(
