@@ -44,6 +44,17 @@ def _rss_mb(pid: int, *, with_children: bool) -> float:
         return 0.0
 
 
+def _health_times(platform: RunningPlatform) -> dict[str, float]:
+    """Seconds after health waiting began at which each check passed (from the runner's lines)."""
+    section = platform.text().split("[4/5]", 1)[-1].split(HEALTHY_LINE, 1)[0]
+    times = {}
+    for line in section.splitlines():
+        if line.startswith("  ok   ") and line.rstrip().endswith("s"):
+            label, _, seconds = line[7:].rstrip().rpartition(" ")
+            times[label.strip()] = float(seconds.rstrip("s"))
+    return times
+
+
 def _measure(platform: RunningPlatform) -> dict[str, Any]:
     time.sleep(2)  # let start-up transients (JIT-less imports, first connections) settle
     rss = {
@@ -56,6 +67,7 @@ def _measure(platform: RunningPlatform) -> dict[str, Any]:
         # Same-run reference: embedded PostgreSQL (initdb included) + NATS up, nothing else.
         "infrastructure_seconds": round(platform.seconds_until(CERTS_LINE), 3),
         "healthy_seconds": round(platform.seconds_until(HEALTHY_LINE), 3),
+        "health_check_seconds": _health_times(platform),
         "ready_with_demo_data_seconds": round(platform.seconds_until("Suuupra is ready"), 3),
         "rss_mb": rss,
         "rss_total_mb": round(sum(rss.values()), 1),
@@ -67,6 +79,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     runs = []
+    load_at_start = round(os.getloadavg()[0], 2)
     for i in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="suuupra-cold-") as state:
             running = start_platform(Path(state) / "state")
@@ -90,6 +103,7 @@ def main() -> int:
         "machine": {
             "cpus": psutil.cpu_count(),
             "python": host.python_version(),
+            "load_average_1m_at_start": load_at_start,
             "load_average_1m_at_end": round(os.getloadavg()[0], 2),  # the box is shared
         },
         "runs": runs,
