@@ -2,8 +2,9 @@
 
 Order (DESIGN.md §8): state dir → PostgreSQL + NATS (embedded, or DATABASE_URL / NATS_URL) → dev CA,
 SPIFFE certificates and Envoy configs → every service of the topology with its sidecar, and the
-edge → wait for health (gRPC health of each app, Envoy `/ready` of each proxy) → demo data through
-the edge → print how to use it → wait for SIGINT/SIGTERM → stop everything in reverse order.
+edge → wait for health (gRPC health of each app, Envoy `/ready` of each proxy, the edge's first
+JWKS fetch) → platform admin (identity's bootstrap) and demo data through the edge → print how to
+use it → wait for SIGINT/SIGTERM → stop everything in reverse order (a second signal kills).
 """
 
 from __future__ import annotations
@@ -294,7 +295,6 @@ async def run(options: RunnerOptions) -> int:
             startup.result()  # raises a startup failure
             await platform.watch(stop)
         else:
-            say(f"\n{received[0]} during start-up: stopping")
             startup.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await startup
@@ -308,8 +308,11 @@ async def run(options: RunnerOptions) -> int:
         stopper.cancel()
         if received:
             say(f"\n{received[0]} received: stopping")
+        children = platform.supervisor.children()
         await platform.supervisor.stop_all(report=lambda m: say(f"  {m}"))
-        say("stopped; no process left behind")
+        left = [f"{c.name} (pid {c.pid()})" for c in children if c.alive()]
+        say(f"still running: {', '.join(left)}" if left else "stopped; no process left behind")
+        code = code or (1 if left else 0)
     return code
 
 

@@ -51,9 +51,12 @@ async def bootstrap_platform_admin(
     )
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    except TimeoutError:
+    except (TimeoutError, asyncio.CancelledError) as stopped:
+        # Hung, or Ctrl-C during start-up: never leave the command behind.
         process.kill()
         await process.wait()
+        if isinstance(stopped, asyncio.CancelledError):
+            raise
         raise BootstrapError(f"identity bootstrap hung; see {log_path}") from None
     text = output.decode(errors="replace")
     with log_path.open("a") as log:
