@@ -338,6 +338,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             # A hand-built record skips Logger.log's caller lookup, the costliest part of it.
             record = logging.LogRecord(RPC_LOGGER, level, __file__, 0, "rpc", None, None)
             record.fields = {
+                "request_id": rpc.request_id,  # also right if a handler formats it later
                 "method": plan.info.full_method,
                 "code": rpc.code,
                 "duration_ms": round(elapsed * 1000, 3),

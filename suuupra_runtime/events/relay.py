@@ -177,6 +177,11 @@ class OutboxRelay:
                     continue  # backlog: keep going without waiting
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
+                if not await self._listening(listener):
+                    # The LISTEN connection died (database restart): listen again, and poll
+                    # in the meantime.
+                    await self._unlisten(listener)
+                    listener = await self._listen()
         finally:
             await self._unlisten(listener)
             await self.close()
@@ -190,6 +195,15 @@ class OutboxRelay:
             log.warning("LISTEN %s failed; falling back to polling", OUTBOX_CHANNEL, exc_info=True)
             return None
         return conn
+
+    async def _listening(self, conn: Any) -> bool:
+        if conn is None:
+            return False
+        try:
+            raw = await conn.get_raw_connection()
+            return not raw.driver_connection.is_closed()
+        except Exception:
+            return False
 
     async def _unlisten(self, conn: Any) -> None:
         if conn is None:

@@ -82,15 +82,21 @@ async def provision_streams(nats_url: str, specs: Iterable[StreamSpec]) -> None:
 
 
 async def ensure_streams(js: JetStreamContext, specs: Iterable[StreamSpec]) -> None:
-    """Create each stream or bring an existing one to its spec; safe to race with other starters."""
+    """Create each stream or bring an existing one to its spec; safe to race with other starters.
+
+    An existing stream never loses replicas: operators (k8s/'s provisioning Job) raise money and
+    identity streams to 3 replicas, and a service starting with the single-node default must not
+    quietly undo that.
+    """
     for spec in specs:
         config = spec.config()
         try:
-            await js.stream_info(spec.name)
+            info = await js.stream_info(spec.name)
         except NotFoundError:
             try:
                 await js.add_stream(config)
                 continue
             except BadRequestError:
-                pass  # another process created it between our lookup and add; update below
+                info = await js.stream_info(spec.name)  # another starter created it meanwhile
+        config.num_replicas = max(spec.replicas, info.config.num_replicas or 1)
         await js.update_stream(config)

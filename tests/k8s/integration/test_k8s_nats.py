@@ -21,6 +21,8 @@ import pytest
 import yaml
 from nats.js.api import StorageType
 
+from suuupra_runtime.events import StreamSpec, ensure_streams
+
 ROOT = Path(__file__).resolve().parents[3]
 COMPONENT = ROOT / "k8s" / "components" / "nats-jetstream"
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
@@ -178,6 +180,9 @@ async def test_streams_job_creates_replicated_streams(cluster: list[Node]) -> No
         assert {info.cluster.leader, *replicas} == {n.name for n in cluster}
         ack = await jetstream.publish("suuupra.identity.v1.UserCreated", b"{}")
         assert ack.stream == "IDENTITY"
+        # A service starting with the single-node default must not shrink the stream.
+        await ensure_streams(jetstream, [StreamSpec.for_domain("identity")])
+        assert (await jetstream.stream_info("IDENTITY")).config.num_replicas == 3
     finally:
         await client.close()
 
