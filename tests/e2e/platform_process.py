@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,14 +119,16 @@ def start_platform(
     state_dir: Path,
     *,
     extra_args: Sequence[str] = (),
+    extra_env: Mapping[str, str] | None = None,
     port_offset: int | None = None,
     ready_timeout: float = 120.0,
 ) -> RunningPlatform:
     base = load_topology()
     offset = pick_port_offset(base) if port_offset is None else port_offset
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("SUUUPRA_") and k != "PYTHONPATH"
-    }
+    # The runner must not pick up the test run's DATABASE_URL / NATS_URL unless a test asks.
+    ignored = {"PYTHONPATH", "DATABASE_URL", "NATS_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUUUPRA_") and k not in ignored}
+    env.update(extra_env or {})
     env["PYTHONPATH"] = f"{ROOT}:{ROOT / 'gen'}"
     env["PYTHONUNBUFFERED"] = "1"
     launched = time.monotonic()
