@@ -31,9 +31,9 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -55,7 +55,7 @@ from suuupra_runtime.errors import DomainError, Unauthenticated
 from suuupra_runtime.grpc_errors import domain_error_from_rpc_error, status_for
 from suuupra_runtime.logs import RPC_LOGGER
 from suuupra_runtime.metrics import MethodMetrics
-from suuupra_runtime.tracing import context_from_headers, tracer
+from suuupra_runtime.tracing import context_from_headers, recording, tracer
 from suuupra_runtime.validation import validate
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -70,6 +70,8 @@ class _Plan:
     metrics: MethodMetrics
     validate: bool
     quiet: bool  # health checks and reflection log at DEBUG only
+    public: bool
+    span_attributes: dict[str, str]
 
 
 class _Rpc:
@@ -78,7 +80,11 @@ class _Rpc:
     __slots__ = ("authorization", "caller", "code", "request_id", "span", "started")
 
     def __init__(
-        self, request_id: str, span: trace.Span, caller: Caller, authorization: str | None
+        self,
+        request_id: str,
+        span: trace.Span | None,
+        caller: Caller,
+        authorization: str | None,
     ) -> None:
         self.request_id = request_id
         self.span = span
@@ -103,6 +109,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._proxies = proxies
         self._handlers: dict[str, Any] = {}
         self._tracer = tracer()
+        self._recording = recording()
         self._log = logging.getLogger(RPC_LOGGER)
         self._errors = logging.getLogger("suuupra.errors")
 
@@ -132,6 +139,12 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             metrics=MethodMetrics(info.service, info.method),
             validate=not infrastructure,
             quiet=infrastructure,
+            public=info.access is not None and info.access.is_valid and info.access.public,
+            span_attributes={
+                "rpc.system": "grpc",
+                "rpc.service": info.service,
+                "rpc.method": info.method,
+            },
         )
 
     def _wrap(self, method: str, handler: Any) -> Any:
@@ -210,7 +223,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             elif key == "tracestate":
                 tracestate = value
         if request_id is None or not _SANE_REQUEST_ID.match(request_id):
-            request_id = str(uuid.uuid4())
+            request_id = _new_request_id()
         request_context.request_id_var.set(request_id)
         remaining = context.time_remaining()
         if remaining is not None:
@@ -222,18 +235,18 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             if tracestate is not None:
                 headers["tracestate"] = tracestate
             parent = context_from_headers(headers)
-        span = self._tracer.start_span(
-            plan.info.full_method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                "rpc.system": "grpc",
-                "rpc.service": plan.info.service,
-                "rpc.method": plan.info.method,
-                "suuupra.request_id": request_id,
-            },
-        )
-        otel_context.attach(trace.set_span_in_context(span, parent))
+        span: trace.Span | None = None
+        if self._recording:
+            span = self._tracer.start_span(
+                plan.info.full_method,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes=plan.span_attributes,
+            )
+            otel_context.attach(trace.set_span_in_context(span, parent))
+        elif parent is not None:
+            # Not recording: still carry the caller's trace to logs, calls and events.
+            otel_context.attach(parent)
         plan.metrics.in_flight.inc()
         # XFCC parsing cannot fail; token verification (which can) happens in _admit, inside
         # the error mapping.
@@ -257,11 +270,17 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, plan: _Plan, rpc: _Rpc, request: Any, context: Any, request_streaming: bool
     ) -> Any:
         await context.send_initial_metadata(((request_context.REQUEST_ID_HEADER, rpc.request_id),))
-        rpc.caller = await self._authenticate(rpc)
-        auth.set_current_caller(rpc.caller)
-        check_access(
-            plan.info.access, rpc.caller, full_method=plan.info.full_method, proxies=self._proxies
-        )
+        if rpc.authorization is not None:
+            rpc.caller = await self._authenticate(rpc)
+        if rpc.caller is not _ANONYMOUS:
+            auth.set_current_caller(rpc.caller)
+        if not plan.public:  # public needs no check; everything else (incl. no rule) does
+            check_access(
+                plan.info.access,
+                rpc.caller,
+                full_method=plan.info.full_method,
+                proxies=self._proxies,
+            )
         if not plan.validate:
             return request
         if request_streaming:
@@ -307,27 +326,36 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         metrics.duration.observe(elapsed)
         metrics.handled(rpc.code).inc()
         span = rpc.span
-        span.set_attribute("rpc.grpc.status_code", rpc.code)
-        if rpc.code != "OK":
-            span.set_status(Status(StatusCode.ERROR, rpc.code))
-        span.end()
+        if span is not None:
+            span.set_attribute("rpc.grpc.status_code", rpc.code)
+            span.set_attribute("suuupra.request_id", rpc.request_id)
+            if rpc.code != "OK":
+                span.set_status(Status(StatusCode.ERROR, rpc.code))
+            span.end()
         level = logging.DEBUG if plan.quiet else logging.INFO
         if self._log.isEnabledFor(level):
             caller = rpc.caller
-            self._log.log(
-                level,
-                "rpc",
-                extra={
-                    "fields": {
-                        "method": plan.info.full_method,
-                        "code": rpc.code,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "caller": caller.principal or None,
-                        "peer_service": caller.spiffe_id,
-                        "tenant": caller.tenant_id,
-                    }
-                },
-            )
+            # A hand-built record skips Logger.log's caller lookup, the costliest part of it.
+            record = logging.LogRecord(RPC_LOGGER, level, __file__, 0, "rpc", None, None)
+            record.fields = {
+                "request_id": rpc.request_id,  # also right if a handler formats it later
+                "method": plan.info.full_method,
+                "code": rpc.code,
+                "duration_ms": round(elapsed * 1000, 3),
+                "caller": caller.principal or None,
+                "peer_service": caller.spiffe_id,
+                "tenant": caller.tenant_id,
+            }
+            self._log.handle(record)
+
+
+def _new_request_id() -> str:
+    """A random (version 4) UUID string, ~4x cheaper than str(uuid.uuid4())."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 async def _validated_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

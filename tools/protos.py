@@ -21,11 +21,14 @@ from pathlib import Path
 
 from google.protobuf import descriptor_pb2, duration_pb2, field_mask_pb2, timestamp_pb2
 
+from tools import permissions
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 GEN_DIR = ROOT / "gen"
 BUILD_DIR = ROOT / "build"
 BUF_CONFIG = ROOT / "buf.yaml"
+IMAGE_PATH = BUILD_DIR / "image.binpb"
 OUR_ROOT = "suuupra"
 VALIDATE_PROTO = "buf/validate/validate.proto"
 
@@ -156,8 +159,14 @@ def check_drift() -> list[str]:
         return _trees_differ(GEN_DIR, fresh)
 
 
-def lint() -> subprocess.CompletedProcess[str]:
-    image = build_image(BUILD_DIR / "image.binpb")
+def _read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""
+
+
+def lint(
+    proto_dir: Path = PROTO_DIR, image_path: Path = IMAGE_PATH
+) -> subprocess.CompletedProcess[str]:
+    image = build_image(image_path, proto_dir)
     return _buf("lint", str(image), "--config", str(BUF_CONFIG), "--path", OUR_ROOT)
 
 
@@ -191,19 +200,17 @@ def breaking(ref: str = "main") -> tuple[bool, str]:
         old_dir = _main_protos(ref, Path(tmp))
         if old_dir is None:
             return True, f"no protos on {ref}: nothing to compare against"
-        old = build_image(Path(tmp) / "against.binpb", old_dir)
-        new = build_image(BUILD_DIR / "image.binpb")
-        result = _buf(
-            "breaking",
-            str(new),
-            "--against",
-            str(old),
-            "--config",
-            str(BUF_CONFIG),
-            "--path",
-            OUR_ROOT,
-        )
-        return result.returncode == 0, result.stdout + result.stderr
+        return breaking_between(old_dir, PROTO_DIR, Path(tmp))
+
+
+def breaking_between(old_dir: Path, new_dir: Path, work: Path) -> tuple[bool, str]:
+    """buf breaking of the protos in `new_dir` against those in `old_dir`."""
+    old = build_image(work / "against.binpb", old_dir)
+    new = build_image(work / "new.binpb", new_dir)
+    result = _buf(
+        "breaking", str(new), "--against", str(old), "--config", str(BUF_CONFIG), "--path", OUR_ROOT
+    )
+    return result.returncode == 0, result.stdout + result.stderr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,9 +221,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parsed = parser.parse_args(argv)
     if parsed.command == "generate":
         generate(GEN_DIR)
+        rows, missing = permissions.collect(permissions.load_image(build_image(IMAGE_PATH)))
+        permissions.MATRIX_PATH.write_text(permissions.render(rows))
         print(f"generated {len(proto_files())} protos into {GEN_DIR.relative_to(ROOT)}/")
+        if missing:
+            print("methods without an access option:\n  " + "\n  ".join(missing))
+            return 1
         return 0
     failures = 0
+    rows, missing = permissions.collect(permissions.load_image(build_image(IMAGE_PATH)))
+    if missing:
+        failures += 1
+        print("methods without a (suuupra.options.v1.access) option:\n  " + "\n  ".join(missing))
+    if permissions.render(rows) != _read(permissions.MATRIX_PATH):
+        failures += 1
+        print("docs/permissions.md is stale; run ./dev protos generate")
     drift = check_drift()
     if drift:
         failures += 1

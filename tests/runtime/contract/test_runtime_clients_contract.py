@@ -168,7 +168,7 @@ async def test_errors_come_back_as_domain_errors(two_servers: Any) -> None:
         await stub.CreateNote(note, **call_options())
     with pytest.raises(FailedPrecondition) as failed:
         raise_from_rpc_error(raw.value)
-    assert failed.value.reason == "NOT_IMPLEMENTED"
+    assert failed.value.reason == "NO_DATABASE"
 
     front_stub = pb_grpc.EchoServiceStub(channel_for(f"127.0.0.1:{two_servers[0].grpc_port}"))
     with pytest.raises(grpc.aio.AioRpcError) as internal:

@@ -384,3 +384,28 @@ async def test_metrics_show_red_counters(server: RuntimeServer, channel: grpc.ai
     )
     assert _sample(a, "grpc_server_in_flight", **labels) == 0
     assert (await asyncio.to_thread(http_get, server.http_port, "/nope"))[0] == 404
+
+
+async def test_one_json_log_line_per_rpc_without_secrets(
+    channel: grpc.aio.Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    from suuupra_runtime.logs import JsonFormatter
+
+    stub = pb_grpc.EchoServiceStub(channel)
+    bearer = token(["testing.echo.call"])
+    with caplog.at_level("INFO", logger="suuupra.rpc"):
+        await stub.ProtectedEcho(
+            pb.ProtectedEchoRequest(message="payload-text"),
+            metadata=(("authorization", f"Bearer {bearer}"), ("x-request-id", "log-1")),
+        )
+    records = [r for r in caplog.records if r.name == "suuupra.rpc"]
+    assert len(records) == 1
+    line = json.loads(JsonFormatter("echo").format(records[0]))
+    assert line["method"] == "/suuupra.testing.v1.EchoService/ProtectedEcho"
+    assert line["code"] == "OK"
+    assert line["request_id"] == "log-1"
+    assert (line["caller"], line["tenant"]) == ("user-7", "t-1")
+    assert line["duration_ms"] >= 0
+    text = json.dumps(line)
+    assert bearer not in text and bearer.split(".")[2] not in text
+    assert "payload-text" not in text

