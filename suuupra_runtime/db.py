@@ -5,6 +5,7 @@ Public API::
     db = await Database.connect(url, pool_size=10)      # postgresql(+asyncpg):// URL
     db.engine                                            # AsyncEngine (asyncpg, pre-ping)
     await db.ping() -> bool                              # readiness: can we run SELECT 1?
+    await db.fetch(sql, *args) / db.fetchrow(...)        # hot reads: raw asyncpg, $1 params
     await db.dispose()
 
     async with db.unit_of_work(tenant_id="t1") as uow:   # one transaction per request
@@ -12,6 +13,7 @@ Public API::
         event_id = uow.add_event(UserCreated(...), key="user-123")  # outbox row, same tx
     # leaving the block commits; an exception rolls back (and drops the events)
 
+    db = await open_service_database("identity", migrations_dir)  # all three steps below
     url = await ensure_database(server_url, "identity")  # database + role, idempotent
     await migrate(url, Path("services/identity/migrations"))   # runtime tables + service head
     await migrations_applied(url, migrations_dir) -> bool      # readiness check
@@ -65,16 +67,23 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import TableClause
 
 from suuupra_runtime.events.headers import outbound_headers
+
+try:
+    from sqlalchemy.ext.asyncio import (
+        AsyncEngine,
+        AsyncSession,
+        async_sessionmaker,
+        create_async_engine,
+    )
+except ImportError as exc:  # pragma: no cover - environment problem, not a code path
+    raise ImportError(
+        "suuupra_runtime.db needs SQLAlchemy's asyncio support, which needs the `greenlet` "
+        "package (SQLAlchemy[asyncio]); install the pinned requirements (./dev)"
+    ) from exc
 
 __all__ = [
     "RUNTIME_MIGRATIONS_DIR",
@@ -89,6 +98,7 @@ __all__ = [
     "migrate",
     "migrations_applied",
     "normalize_url",
+    "open_service_database",
     "outbox_table",
     "service_database_url",
     "tenant_scoped",
@@ -97,7 +107,7 @@ __all__ = [
 RUNTIME_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 RUNTIME_VERSION_TABLE = "alembic_version_runtime"
 SERVICE_VERSION_TABLE = "alembic_version"
-OUTBOX_CHANNEL = "suuupra_outbox"  # NOTIFY channel the relay LISTENs on
+OUTBOX_CHANNEL = "suuupra_outbox"  # NOTIFY channel (trigger on outbox) the relay LISTENs on
 
 # Fixed keys for pg_advisory_(xact_)lock: advisory locks are per database, so one key per purpose.
 _MIGRATION_LOCK_KEY = 0x5355_5550_5241_0001
@@ -179,13 +189,22 @@ class Database:
 
     @classmethod
     async def connect(
-        cls, url: str, *, pool_size: int = 10, max_overflow: int | None = None
+        cls,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int | None = None,
+        pre_ping: bool = True,
     ) -> Database:
+        """An engine for `url`. `pre_ping` (default on) tests each connection on checkout, so
+        a restarted server never surfaces as errors in requests; it costs one round trip per
+        checkout (measured: a point read through `fetchrow` ~0.3x raw asyncpg with it, ~0.55x
+        without), so a latency-critical read service may turn it off."""
         engine = create_async_engine(
             normalize_url(url),
             pool_size=pool_size,
             max_overflow=pool_size if max_overflow is None else max_overflow,
-            pool_pre_ping=True,  # a restarted server must not surface as errors in requests
+            pool_pre_ping=pre_ping,
             pool_recycle=1800,
         )
         return cls(engine)
@@ -204,6 +223,24 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]:
+        """Hot read path: `query` ($1-style) straight on a pooled asyncpg connection.
+
+        No session and no explicit transaction (autocommit snapshot of one statement), so it
+        costs one round trip plus the pool's pre-ping, against four through a session. Returns
+        asyncpg `Record`s. Use for reads only; writes belong in a `UnitOfWork`.
+        """
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            rows: list[Any] = await raw.driver_connection.fetch(query, *args)  # type: ignore[union-attr]
+            return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Any | None:
+        """Like `fetch`, for at most one row (None when there is none)."""
+        async with self.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            return await raw.driver_connection.fetchrow(query, *args)  # type: ignore[union-attr]
 
     def unit_of_work(
         self, *, tenant_id: str | None, inherited_headers: Mapping[str, str] | None = None
@@ -286,9 +323,8 @@ class UnitOfWork:
         try:
             if exc_type is None:
                 if self._events:
+                    # The outbox_notify trigger (runtime_0002) NOTIFYs the relays at commit.
                     await session.execute(insert(outbox_table), self._events)
-                    # Delivered at commit only, so the relay wakes for committed rows alone.
-                    await session.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
                 await session.commit()
                 self.committed = True
             else:
@@ -445,3 +481,22 @@ async def migrations_applied(database: str | Database, migrations_dir: Path | No
     finally:
         if owned:
             await engine.dispose()
+
+
+async def open_service_database(
+    service: str,
+    migrations_dir: Path | None,
+    *,
+    server_url: str | None = None,
+    pool_size: int = 10,
+) -> Database:
+    """Start-up in one call: ensure the service's database, migrate it, connect a pool.
+
+    `server_url` defaults to `DATABASE_URL` (a server URL with rights to create roles/databases).
+    """
+    server = server_url or os.environ.get("DATABASE_URL")
+    if not server:
+        raise RuntimeError("DATABASE_URL is not set")
+    url = await ensure_database(server, service)
+    await migrate(url, migrations_dir)
+    return await Database.connect(url, pool_size=pool_size)

@@ -1,7 +1,8 @@
 """Domain events: transactional outbox, relay, JetStream streams, consumers, inbox, dead letters.
 
 Public API (importable from here or from the submodule named in brackets):
-- `StreamSpec`, `ensure_streams(js, specs)`, `stream_name_for(domain)` [streams]
+- `StreamSpec`, `ensure_streams(js, specs)`, `provision_streams(nats_url, specs)`,
+  `stream_name_for(domain)` [streams]
 - `OutboxRelay(db, nats_url, ...)` with `run()` / `publish_pending()` [relay]
 - `EventConsumer(db, nats_url, durable=, stream=, handlers=, max_deliver=, backoff=)` with
   `run()` / `process(msg)`; `Outcome` [consumer]
@@ -30,7 +31,12 @@ if TYPE_CHECKING:
     from suuupra_runtime.events.envelope import EventEnvelope, current_envelope
     from suuupra_runtime.events.relay import OutboxRelay
     from suuupra_runtime.events.replay import ReplayHandler, replay_stream
-    from suuupra_runtime.events.streams import StreamSpec, ensure_streams, stream_name_for
+    from suuupra_runtime.events.streams import (
+        StreamSpec,
+        ensure_streams,
+        provision_streams,
+        stream_name_for,
+    )
 
 _EXPORTS = {
     "EventConsumer": "consumer",
@@ -46,6 +52,7 @@ _EXPORTS = {
     "replay_stream": "replay",
     "StreamSpec": "streams",
     "ensure_streams": "streams",
+    "provision_streams": "streams",
     "stream_name_for": "streams",
 }
 
@@ -61,6 +68,7 @@ __all__ = [
     "current_envelope",
     "ensure_streams",
     "list_dead_letters",
+    "provision_streams",
     "replay_dead_letter",
     "replay_stream",
     "stream_name_for",

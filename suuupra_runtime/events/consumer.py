@@ -41,7 +41,6 @@ from typing import Any
 
 import nats
 from google.protobuf.message import Message
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -108,7 +107,6 @@ class EventConsumer:
         self.fetch_timeout = fetch_timeout
         self.filter_subjects = list(filter_subjects or [])
         self._first_failure: dict[str, dt.datetime] = {}
-        self._nc: Client | None = None
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -123,12 +121,23 @@ class EventConsumer:
         )
 
     async def run(self) -> None:
-        """Fetch and process messages until cancelled."""
-        self._nc = await nats.connect(self.nats_url, name=f"suuupra-consumer-{self.durable}")
-        js = self._nc.jetstream()
-        await js.add_consumer(self.stream, self.consumer_config())
-        sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
+        """Fetch and process messages until cancelled; reconnects after NATS/setup failures."""
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("consumer %s stopped; restarting", self.durable)
+                await asyncio.sleep(self.backoff[0])
+
+    async def _run_once(self) -> None:
+        nc = await nats.connect(self.nats_url, name=f"suuupra-consumer-{self.durable}")
+        sub: Any = None
         try:
+            js = nc.jetstream()
+            await js.add_consumer(self.stream, self.consumer_config())
+            sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
             while True:
                 try:
                     messages = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
@@ -146,10 +155,11 @@ class EventConsumer:
         finally:
             # Unsubscribe before closing: draining a pull subscription after a short or
             # timed-out fetch hangs (nats-py 2.16).
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+                await nc.close()
 
     async def process(self, msg: Msg) -> Outcome:
         meta = msg.metadata

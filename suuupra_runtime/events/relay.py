@@ -16,8 +16,11 @@ its duplicate window (`Nats-Msg-Id`), and consumers' inbox tables drop anything 
 relays may run against one database (SKIP LOCKED splits the rows); the order of events across
 relays, or around a failed publish, is not guaranteed.
 
-Latency: the unit of work sends `NOTIFY suuupra_outbox` in the committing transaction; the relay
-LISTENs and wakes immediately, falling back to polling every `idle_poll_seconds`.
+Published rows are kept for `retention` (default 7 days, for audits and debugging) and then
+deleted by the running relay (`purge_published`), so the table does not grow without bound.
+
+Latency: a trigger on the outbox sends `NOTIFY suuupra_outbox` with the committing transaction;
+the relay LISTENs and wakes immediately, falling back to polling every `idle_poll_seconds`.
 
 `after_publish` is a test seam: awaited with the published event ids after the acks and before
 marking, so a test can simulate a crash exactly there.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -34,7 +38,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.js.api import PubAck
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.sql import func
 
 from suuupra_runtime.db import OUTBOX_CHANNEL, Database, outbox_table
@@ -55,6 +59,8 @@ class OutboxRelay:
         idle_poll_seconds: float = 1.0,
         publish_timeout: float = 5.0,
         error_backoff_seconds: float = 1.0,
+        retention: dt.timedelta = dt.timedelta(days=7),
+        purge_interval_seconds: float = 3600.0,
         after_publish: Callable[[Sequence[str]], Awaitable[None]] | None = None,
     ) -> None:
         self.db = db
@@ -64,6 +70,9 @@ class OutboxRelay:
         self.publish_timeout = publish_timeout
         self.error_backoff_seconds = error_backoff_seconds
         self.after_publish = after_publish
+        self.retention = retention
+        self.purge_interval_seconds = purge_interval_seconds
+        self._next_purge = 0.0
         self._nc: Client | None = None
         self._wake = asyncio.Event()
         self.published_total = 0
@@ -128,13 +137,36 @@ class OutboxRelay:
             log.warning("%d of %d outbox events not acknowledged", missing, len(rows))
         return acked
 
+    async def purge_published(self, older_than: dt.timedelta | None = None) -> int:
+        """Delete rows published more than `older_than` (default: `retention`) ago."""
+        cutoff = dt.datetime.now(dt.UTC) - (self.retention if older_than is None else older_than)
+        table = outbox_table
+        async with self.db.sessions() as session, session.begin():
+            result = await session.execute(
+                delete(table).where(
+                    table.c.published_at.is_not(None), table.c.published_at < cutoff
+                )
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def _maybe_purge(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_purge:
+            self._next_purge = now + self.purge_interval_seconds
+            purged = await self.purge_published()
+            if purged:
+                log.info("purged %d published outbox rows", purged)
+
     async def run(self) -> None:
         """Publish forever: on NOTIFY, and every `idle_poll_seconds` as a fallback."""
         listener = await self._listen()
         try:
             while True:
+                # Cleared before the pass, so a NOTIFY arriving during it is not lost.
+                self._wake.clear()
                 try:
                     published = await self.publish_pending()
+                    await self._maybe_purge()
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -143,9 +175,13 @@ class OutboxRelay:
                     continue
                 if published >= self.batch_size:
                     continue  # backlog: keep going without waiting
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
+                if not await self._listening(listener):
+                    # The LISTEN connection died (database restart): listen again, and poll
+                    # in the meantime.
+                    await self._unlisten(listener)
+                    listener = await self._listen()
         finally:
             await self._unlisten(listener)
             await self.close()
@@ -159,6 +195,15 @@ class OutboxRelay:
             log.warning("LISTEN %s failed; falling back to polling", OUTBOX_CHANNEL, exc_info=True)
             return None
         return conn
+
+    async def _listening(self, conn: Any) -> bool:
+        if conn is None:
+            return False
+        try:
+            raw = await conn.get_raw_connection()
+            return not raw.driver_connection.is_closed()
+        except Exception:
+            return False
 
     async def _unlisten(self, conn: Any) -> None:
         if conn is None:

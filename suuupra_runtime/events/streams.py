@@ -5,6 +5,7 @@ Public API::
     StreamSpec.for_domain("identity")        # name IDENTITY, subjects suuupra.identity.v1.>
     StreamSpec(name, subjects, duplicate_window_seconds=120, replicas=1, max_age_seconds=None)
     await ensure_streams(js, [StreamSpec.for_domain("identity"), ...])
+    await provision_streams(nats_url, specs)   # the same on a short-lived connection
     stream_name_for(domain) -> "IDENTITY";  domain_of_subject("suuupra.identity.v1.X") -> "identity"
 
 File storage always (events are the system's history). The duplicate window (≥ 2 min) bounds how
@@ -17,11 +18,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import nats
 from nats.js.api import StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
-__all__ = ["StreamSpec", "domain_of_subject", "ensure_streams", "stream_name_for"]
+__all__ = [
+    "StreamSpec",
+    "domain_of_subject",
+    "ensure_streams",
+    "provision_streams",
+    "stream_name_for",
+]
 
 MIN_DUPLICATE_WINDOW_SECONDS = 120.0
 
@@ -62,6 +70,15 @@ class StreamSpec:
             num_replicas=self.replicas,
             max_age=self.max_age_seconds or 0,
         )
+
+
+async def provision_streams(nats_url: str, specs: Iterable[StreamSpec]) -> None:
+    """`ensure_streams` on a short-lived connection (for a service's `on_start`)."""
+    nc = await nats.connect(nats_url, name="suuupra-provision-streams")
+    try:
+        await ensure_streams(nc.jetstream(), specs)
+    finally:
+        await nc.close()
 
 
 async def ensure_streams(js: JetStreamContext, specs: Iterable[StreamSpec]) -> None:

@@ -111,10 +111,7 @@ class EmbeddedPostgres:
         self.data_dir.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bin_dir)
-        # Short private path: unix socket paths are limited to ~107 bytes.
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="suuupra-pg-"))
-        if self._run_as is not None:
-            os.chown(self._socket_dir, self._run_as.pw_uid, self._run_as.pw_gid)
+        self._socket_dir = self._make_socket_dir()
         settings = dict(_COMMON_SETTINGS)
         if not self.durable:
             settings.update(_FAST_UNSAFE_SETTINGS)
@@ -159,6 +156,22 @@ class EmbeddedPostgres:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _make_socket_dir(self) -> Path:
+        """A private directory for the unix socket, beside the data directory when the path is
+        short enough (unix socket paths are limited to ~107 bytes), else a fresh temp dir.
+
+        Beside the data directory it disappears with it even if the server is killed."""
+        candidate = self.data_dir.parent / f".{self.data_dir.name}.sock"
+        if len(str(candidate)) + len("/.s.PGSQL.65535") < 100:
+            shutil.rmtree(candidate, ignore_errors=True)
+            candidate.mkdir(mode=0o700)
+            directory = candidate
+        else:
+            directory = Path(tempfile.mkdtemp(prefix="suuupra-pg-"))
+        if self._run_as is not None:
+            os.chown(directory, self._run_as.pw_uid, self._run_as.pw_gid)
+        return directory
 
     def _log_path(self) -> Path:
         # Beside the data directory, not inside it: initdb requires an empty directory.

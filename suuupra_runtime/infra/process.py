@@ -25,14 +25,14 @@ import stat
 import subprocess
 import sys
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["ManagedProcess", "ensure_traversable", "system_user"]
 
 _PR_SET_PDEATHSIG = 1
-_live: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
+# Strong references: a running server must be stopped at exit even if its owner was dropped.
+_live: set[ManagedProcess] = set()
 _user_lock = threading.Lock()
 
 

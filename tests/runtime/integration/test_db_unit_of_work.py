@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -52,7 +53,7 @@ async def test_migrate_creates_runtime_and_service_tables(fresh_database: str) -
     finally:
         await database.dispose()
     assert {"outbox", "inbox", "dead_letters", "idempotency_keys", "notes", "effects"} <= tables
-    assert (runtime_version, service_version) == ("runtime_0001", "svc_0001")
+    assert (runtime_version, service_version) == ("runtime_0002", "svc_0001")
 
 
 async def test_concurrent_migrations_apply_once(fresh_database: str) -> None:
@@ -106,7 +107,7 @@ async def test_ping_reports_reachability(db: Database) -> None:
 
 
 async def test_ensure_database_creates_owned_database_once(postgres_server_url: str) -> None:
-    name = "svc_ensure_test"
+    name = f"svc_ensure_{uuid.uuid4().hex[:8]}"
     try:
         urls = await asyncio.gather(*(ensure_database(postgres_server_url, name) for _ in range(3)))
         assert len(set(urls)) == 1
@@ -128,3 +129,14 @@ async def test_ensure_database_creates_owned_database_once(postgres_server_url: 
             make_url(postgres_server_url).set(database=name).render_as_string(False)
         )
         await execute_autocommit(postgres_server_url, f'DROP ROLE IF EXISTS "{name}"')
+
+
+async def test_hot_path_reads_see_committed_rows(db: Database) -> None:
+    async with db.unit_of_work(tenant_id="t1") as uow:
+        await uow.session.execute(
+            text("INSERT INTO notes (id, tenant_id, title) VALUES ('n1', 't1', 'hello')")
+        )
+    row = await db.fetchrow("SELECT title FROM notes WHERE id = $1 AND tenant_id = $2", "n1", "t1")
+    assert row is not None and row["title"] == "hello"
+    assert await db.fetchrow("SELECT title FROM notes WHERE id = $1", "missing") is None
+    assert [r["id"] for r in await db.fetch("SELECT id FROM notes ORDER BY id")] == ["n1"]

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -407,3 +408,66 @@ async def test_replay_of_an_empty_stream_returns_immediately(env: Env) -> None:
 
 async def _noop(_event: Any, _envelope: EventEnvelope) -> None:
     return None
+
+
+async def test_relay_purges_only_old_published_rows(env: Env) -> None:
+    await env.emit(NoteCreated(note_id="old"), NoteCreated(note_id="recent"))
+    relay = env.relay()
+    await relay.publish_pending()
+    await relay.close()
+    await env.emit(NoteCreated(note_id="unpublished"))
+    async with env.db.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE outbox SET published_at = now() - interval '8 days' "
+                "WHERE seq = (SELECT min(seq) FROM outbox)"
+            )
+        )
+    assert await relay.purge_published() == 1
+    assert await env.scalar("SELECT count(*) FROM outbox") == 2
+    assert await env.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 1
+
+
+async def test_service_startup_helpers_and_consumer_waiting_for_its_stream(
+    postgres_server_url: str, fresh_nats_url: str
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from suuupra_runtime.db import open_service_database
+    from suuupra_runtime.events import provision_streams
+    from suuupra_runtime.testing.postgres import drop_database, execute_autocommit
+
+    name = f"svc_startup_{uuid.uuid4().hex[:8]}"
+    db = await open_service_database(name, SERVICE_MIGRATIONS, server_url=postgres_server_url)
+    try:
+        assert make_url(db.url).username == name
+        consumer = EventConsumer(
+            db, fresh_nats_url, durable="early", stream=STREAM,
+            handlers={NoteCreated: record_effect}, backoff=(0.1,), fetch_timeout=0.2,
+        )  # fmt: skip
+        task = asyncio.create_task(consumer.run())  # the stream does not exist yet
+        try:
+            await asyncio.sleep(0.3)
+            assert not task.done(), "a missing stream must not kill the consumer"
+            await provision_streams(fresh_nats_url, [StreamSpec.for_domain(DOMAIN)])
+            async with db.unit_of_work(tenant_id="t1") as uow:
+                uow.add_event(NoteCreated(note_id="n1"))
+            relay = OutboxRelay(db, fresh_nats_url)
+            assert await relay.publish_pending() == 1
+            await relay.close()
+
+            async def handled() -> bool:
+                async with db.engine.connect() as conn:
+                    return bool(await conn.scalar(text("SELECT count(*) FROM effects")) == 1)
+
+            await wait_until(handled)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await db.dispose()
+        await drop_database(
+            make_url(postgres_server_url).set(database=name).render_as_string(False)
+        )
+        await execute_autocommit(postgres_server_url, f'DROP ROLE IF EXISTS "{name}"')
