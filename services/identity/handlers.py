@@ -1070,11 +1070,19 @@ class Identity:
         rows = await store.assignments_of(s, user.tenant_id, user.user_id)
         assignments = [domain.Assignment(r.role_name, r.scope) for r in rows]
         custom = await store.custom_roles(s, user.tenant_id)
+        tenant = await self._tenant(s, user.tenant_id)
         return AccessClaims(
             subject=user.user_id,
             tenant_id=user.tenant_id,
             roles=sorted({a.role_name for a in assignments if not a.scope}),
-            permissions=sorted(domain.tenant_wide_permissions(assignments, custom)),
+            permissions=sorted(
+                domain.token_permissions(
+                    assignments,
+                    custom,
+                    mfa_required_roles=tenant.settings.mfa_required_roles,
+                    mfa_enabled=user.mfa_enabled,
+                )
+            ),
             session_id=session_id,
         )
 
