@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -141,6 +142,7 @@ class KeyRing:
         self._current: SigningKey | None = None
         self._jwks: bytes = b'{"keys": []}'
         self._jwks_doc: dict[str, object] = {"keys": []}
+        self._loaded_at = float("-inf")
 
     @property
     def current(self) -> SigningKey:
@@ -153,7 +155,19 @@ class KeyRing:
         return self._jwks
 
     async def fetch(self) -> dict[str, object]:
-        """The JwksProvider protocol, for verifying our own tokens without an HTTP hop."""
+        """The JwksProvider protocol, for verifying our own tokens without an HTTP hop.
+
+        The verifier calls this when a token names a kid it does not know, e.g. one another
+        replica just rotated to: reload from the database then, at most once per second so
+        bogus kids cannot turn into database load.
+        """
+        now = time.monotonic()
+        if now - self._loaded_at >= 1.0:
+            self._loaded_at = now
+            try:
+                await self.load()
+            except Exception:  # keep serving with the keys we have
+                log.exception("reloading signing keys failed")
         return self._jwks_doc
 
     def discovery_json(self) -> bytes:

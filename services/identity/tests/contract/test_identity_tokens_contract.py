@@ -195,3 +195,42 @@ async def test_another_service_verifies_identity_tokens_via_jwks(h: IdentityHarn
                 assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
     finally:
         await echo.stop()
+
+
+async def test_a_rotation_on_one_replica_is_accepted_by_another(
+    h: IdentityHarness, nats_url: str
+) -> None:
+    from suuupra.identity.v1 import identity_service_pb2_grpc as rpc
+
+    from services.identity.server import build_wiring
+    from services.identity.tests.harness import make_config
+    from suuupra_runtime.config import ServerSettings
+    from suuupra_runtime.server import RuntimeServer
+
+    config = make_config()
+    wiring = await build_wiring(h.database_url, nats_url, config)
+    replica = RuntimeServer(
+        wiring.definition,
+        ServerSettings(
+            service_name="identity",
+            grpc_addr="127.0.0.1:0",
+            http_addr=None,
+            drain_delay_seconds=0.0,
+            grace_seconds=1.0,
+            jwt_issuer=config.issuer,
+            jwt_audience=config.audience,
+        ),
+    )
+    await replica.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.grpc_port}") as channel:
+            users_b = rpc.UserServiceStub(channel)
+            await h.auth.RotateSigningKey(
+                pb.RotateSigningKeyRequest(request_id=str(uuid.uuid4())),
+                metadata=bearer(h.platform_token),
+            )
+            fresh = await h.token("tokens", "carol@tokens.test")  # signed on replica A
+            me = await users_b.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=bearer(fresh))
+            assert me.user.email == "carol@tokens.test"
+    finally:
+        await replica.stop()
