@@ -743,10 +743,21 @@ class AuthServicer(_Base, rpc.AuthServiceServicer):
     async def RotateSigningKey(
         self, request: pb.RotateSigningKeyRequest, context: Ctx
     ) -> pb.RotateSigningKeyResponse:
-        # Rotation runs its own transaction (it must also serialise across replicas); a retry
-        # with the same request id after success rotates again, which is harmless.
-        kid = await self.identity.keys.rotate()
-        return pb.RotateSigningKeyResponse(kid=kid)
+        actor = actor_from(context)
+
+        async def work(uow: UnitOfWork) -> pb.RotateSigningKeyResponse:
+            return pb.RotateSigningKeyResponse(kid=await self.identity.keys.rotate_in(uow))
+
+        response = await self._idempotent(
+            service="AuthService",
+            method="RotateSigningKey",
+            request=request,
+            response_type=pb.RotateSigningKeyResponse,
+            tenant_id=actor.tenant_id,
+            work=work,
+        )
+        await self.identity.keys.reload()  # after the commit: start signing with the new key
+        return response
 
 
 class RoleServicer(_Base, rpc.RoleServiceServicer):

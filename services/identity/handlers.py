@@ -185,20 +185,29 @@ class KeyRing:
         self._install(keys)
 
     async def rotate(self) -> str:
+        """Make a new key current (or adopt the one another replica just created at start)."""
         async with self._db.unit_of_work(tenant_id=None) as uow:
-            await store.lock_signing_keys(uow.session)
-            now = domain.utcnow()
-            existing = await store.all_signing_keys(uow.session)
-            fresh = [k for k in existing if k.retired_at is None]
-            # Two replicas starting at once: the second sees the first's key and keeps it.
-            if fresh and self._current is None:
-                key = fresh[0]
-            else:
-                key = new_stored_key(self._sealer, now)
-                await store.add_signing_key(uow.session, key, now)
+            kid = await self.rotate_in(uow, adopt_existing=self._current is None)
+        await self.reload()
+        return kid
+
+    async def rotate_in(self, uow: UnitOfWork, *, adopt_existing: bool = False) -> str:
+        """The database half of a rotation, inside the caller's transaction; call `reload()`
+        after it commits."""
+        await store.lock_signing_keys(uow.session)
+        now = domain.utcnow()
+        existing = await store.all_signing_keys(uow.session)
+        fresh = [k for k in existing if k.retired_at is None]
+        # Two replicas starting at once: the second sees the first's key and keeps it.
+        if fresh and adopt_existing:
+            return fresh[0].kid
+        key = new_stored_key(self._sealer, now)
+        await store.add_signing_key(uow.session, key, now)
+        return key.kid
+
+    async def reload(self) -> None:
         async with self._db.engine.connect() as conn:
             self._install(await store.all_signing_keys(conn))
-        return key.kid
 
     def _install(self, keys: Sequence[StoredKey]) -> None:
         now = domain.utcnow()

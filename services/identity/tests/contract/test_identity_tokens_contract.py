@@ -121,11 +121,13 @@ async def test_jwks_discovery_and_rotation_with_overlap(h: IdentityHarness) -> N
 
     before = await h.token("tokens", "carol@tokens.test")
     old_kid = jwt.get_unverified_header(before)["kid"]
-    rotated = await h.auth.RotateSigningKey(
-        pb.RotateSigningKeyRequest(request_id=str(uuid.uuid4())),
-        metadata=bearer(h.platform_token),
-    )
+    rotation = pb.RotateSigningKeyRequest(request_id=str(uuid.uuid4()))
+    rotated = await h.auth.RotateSigningKey(rotation, metadata=bearer(h.platform_token))
     assert rotated.kid != old_kid
+    # A retry with the same request id answers the same and rotates nothing.
+    replay = await h.auth.RotateSigningKey(rotation, metadata=bearer(h.platform_token))
+    assert replay.kid == rotated.kid
+    assert h.wiring.identity.keys.current.kid == rotated.kid
     after = await h.token("tokens", "carol@tokens.test")
     assert jwt.get_unverified_header(after)["kid"] == rotated.kid
     _, jwks2 = await asyncio.to_thread(_http_get, port, "/.well-known/jwks.json")
