@@ -1700,11 +1700,12 @@ class Identity:
             chunk_errors: list[domain.RowError] = []
             todo = [r for r in chunk if r.email not in done_before]
             already += len(chunk) - len(todo)
-            hashes = {
-                r.line: await self.hashing.hash(domain.normalise_password(r.password))
-                for r in todo
-                if r.password and not dry_run
-            }
+            # Hashed concurrently: the hashing pool's semaphore bounds the parallelism.
+            with_password = [r for r in todo if r.password and not dry_run]
+            digests = await asyncio.gather(
+                *(self.hashing.hash(domain.normalise_password(r.password)) for r in with_password)
+            )
+            hashes = {r.line: d for r, d in zip(with_password, digests, strict=True)}
             async with self.db.unit_of_work(tenant_id=tenant_id) as uow:
                 taken = await store.existing_emails(uow.session, tenant_id, [r.email for r in todo])
                 new_pairs: list[tuple[str, str]] = []
