@@ -17,7 +17,8 @@ from services.identity.api import SERVICE_NAMES, register_all
 from services.identity.config import IdentityConfig
 from services.identity.credentials import PasswordHashing
 from services.identity.events import OutboxEvents
-from services.identity.handlers import Identity, KeyRing
+from services.identity.handlers import Identity
+from services.identity.keyring import KeyRing
 from services.identity.keys import Sealer
 from suuupra_runtime.auth import JwtVerifier
 from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
