@@ -1,0 +1,149 @@
+"""Wiring only: settings → database → handlers → servicers → ServiceDefinition."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats
+from nats.aio.client import Client
+
+from services.identity import store
+from services.identity.api import SERVICE_NAMES, register_all
+from services.identity.config import IdentityConfig
+from services.identity.credentials import PasswordHashing
+from services.identity.events import OutboxEvents
+from services.identity.handlers import Identity
+from services.identity.keyring import KeyRing
+from services.identity.keys import Sealer
+from services.identity.token_cache import CachingJwtVerifier
+from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
+from suuupra_runtime.events import OutboxRelay, StreamSpec, ensure_streams
+from suuupra_runtime.server import ServiceDefinition
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+SERVICE = "identity"
+STREAM = StreamSpec.for_domain(SERVICE)
+
+log = logging.getLogger(__name__)
+
+
+class NatsLink:
+    """Keeps one NATS connection for stream provisioning and readiness. Connecting retries in
+    the background, so the service starts (NOT_SERVING) while NATS is still down."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._nc: Client | None = None
+
+    async def ready(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def maintain(self) -> None:
+        while self._nc is None:
+            try:
+                nc = await nats.connect(
+                    self.url, name="identity", max_reconnect_attempts=-1, connect_timeout=2
+                )
+                await ensure_streams(nc.jetstream(), [STREAM])
+                self._nc = nc
+            except Exception:  # retried: NATS may come up after us
+                log.warning("NATS not reachable yet at %s; retrying", self.url, exc_info=True)
+                await asyncio.sleep(1.0)
+        await asyncio.Event().wait()  # stay alive; cancelled at stop
+
+    async def close(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+
+@dataclass
+class Wiring:
+    """Everything `build` assembled; tests use it to reach the parts directly."""
+
+    definition: ServiceDefinition
+    identity: Identity
+    database: Database
+    database_url: str
+
+
+def database_name() -> str:
+    """`identity` unless SUUUPRA_IDENTITY_DATABASE_NAME says otherwise (tests, side-by-side)."""
+    return os.environ.get("SUUUPRA_IDENTITY_DATABASE_NAME", SERVICE)
+
+
+async def prepare_database(server_url: str) -> str:
+    """Create the service database if absent and apply migrations (runtime tables + ours)."""
+    url = await ensure_database(server_url, database_name())
+    await migrate(url, MIGRATIONS)
+    return url
+
+
+async def build_wiring(
+    database_url: str, nats_url: str, config: IdentityConfig | None = None
+) -> Wiring:
+    config = config or IdentityConfig.from_env()
+    db = await Database.connect(database_url)
+    hashing = PasswordHashing(max_concurrent=config.hash_concurrency)
+    keys = KeyRing(db, Sealer("kek", config.key_encryption_key), config)
+    events = OutboxEvents(Sealer(config.delivery_key_id, config.delivery_key))
+    reads = await store.FastReads.connect(database_url)
+    identity = Identity(db, config, hashing, keys, events.emit, reads=reads)
+    relay = OutboxRelay(db, nats_url)
+    link = NatsLink(nats_url)
+
+    async def migrations_ready() -> bool:
+        return await migrations_applied(database_url, MIGRATIONS)
+
+    async def keys_ready() -> bool:
+        return bool(json.loads(keys.jwks_json)["keys"])
+
+    async def jwks_route() -> tuple[int, str, bytes]:
+        return 200, "application/json", keys.jwks_json
+
+    async def discovery_route() -> tuple[int, str, bytes]:
+        return 200, "application/json", keys.discovery_json()
+
+    async def close() -> None:
+        hashing.close()
+        await relay.close()
+        await link.close()
+        await reads.close()
+        await db.dispose()
+
+    definition = ServiceDefinition(
+        name=SERVICE,
+        register=lambda server: register_all(server, identity),
+        service_names=SERVICE_NAMES,
+        readiness=[db.ping, migrations_ready, link.ready, keys_ready],
+        on_start=[keys.load],
+        background=[link.maintain, relay.run, keys.refresh_forever],
+        on_stop=[close],
+        http_routes={
+            "/.well-known/jwks.json": jwks_route,
+            "/.well-known/openid-configuration": discovery_route,
+        },
+        # Our own tokens are verified against the in-memory key ring: no HTTP hop to ourselves,
+        # so refetching on an unknown kid costs nothing and needs no rate limit.
+        jwt_verifier=CachingJwtVerifier(
+            keys,
+            issuer=config.issuer,
+            audience=config.audience,
+            max_key_age_seconds=5.0,
+            min_refetch_interval_seconds=0.0,
+        ),
+    )
+    return Wiring(definition, identity, db, database_url)
+
+
+async def build() -> ServiceDefinition:
+    server_url = os.environ.get("DATABASE_URL")
+    if not server_url:
+        raise SystemExit("DATABASE_URL (a PostgreSQL server URL) is required")
+    nats_url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    database_url = await prepare_database(server_url)
+    return (await build_wiring(database_url, nats_url)).definition
