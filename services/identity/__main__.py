@@ -19,7 +19,8 @@ async def _bootstrap(slug: str, name: str, email: str, password: str) -> int:
     from services.identity.config import IdentityConfig
     from services.identity.credentials import PasswordHashing
     from services.identity.events import OutboxEvents
-    from services.identity.handlers import Identity, KeyRing
+    from services.identity.handlers import Identity
+    from services.identity.keyring import KeyRing
     from services.identity.keys import Sealer
     from services.identity.server import prepare_database
     from suuupra_runtime.db import Database

@@ -8,6 +8,7 @@ handler's writes, its outbox events and the stored response commit together.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -380,9 +381,10 @@ class UserServicer(_Base, rpc.UserServiceServicer):
         tenant_id = actor.require_tenant()
         items: list[tuple[str, str, str | None, list[str]]] = []
         hash_errors: dict[int, str] = {}
-        for i, item in enumerate(request.users):
+
+        async def prepare(i: int, item: pb.BatchCreateUsersItem) -> str | None:
             try:
-                password_hash = await self.identity.prepare_password(
+                return await self.identity.prepare_password(
                     tenant_id,
                     item.password,
                     email=item.email,
@@ -391,7 +393,11 @@ class UserServicer(_Base, rpc.UserServiceServicer):
                 )
             except InvalidArgument as exc:
                 hash_errors[i] = exc.message
-                password_hash = None
+                return None
+
+        # Hashed concurrently: the hashing pool's semaphore bounds the parallelism.
+        hashes = await asyncio.gather(*(prepare(i, it) for i, it in enumerate(request.users)))
+        for item, password_hash in zip(request.users, hashes, strict=True):
             items.append((item.email, item.display_name, password_hash, list(item.roles)))
 
         async def work(uow: UnitOfWork) -> pb.BatchCreateUsersResponse:
@@ -743,10 +749,21 @@ class AuthServicer(_Base, rpc.AuthServiceServicer):
     async def RotateSigningKey(
         self, request: pb.RotateSigningKeyRequest, context: Ctx
     ) -> pb.RotateSigningKeyResponse:
-        # Rotation runs its own transaction (it must also serialise across replicas); a retry
-        # with the same request id after success rotates again, which is harmless.
-        kid = await self.identity.keys.rotate()
-        return pb.RotateSigningKeyResponse(kid=kid)
+        actor = actor_from(context)
+
+        async def work(uow: UnitOfWork) -> pb.RotateSigningKeyResponse:
+            return pb.RotateSigningKeyResponse(kid=await self.identity.keys.rotate_in(uow))
+
+        response = await self._idempotent(
+            service="AuthService",
+            method="RotateSigningKey",
+            request=request,
+            response_type=pb.RotateSigningKeyResponse,
+            tenant_id=actor.tenant_id,
+            work=work,
+        )
+        await self.identity.keys.reload()  # after the commit: start signing with the new key
+        return response
 
 
 class RoleServicer(_Base, rpc.RoleServiceServicer):

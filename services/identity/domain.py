@@ -124,6 +124,25 @@ def has_permission(
     )
 
 
+SELF_SERVICE_PERMISSIONS = _SELF
+
+
+def token_permissions(
+    assignments: Iterable[Assignment],
+    custom_roles: Mapping[str, frozenset[str]],
+    *,
+    mfa_required_roles: Iterable[str],
+    mfa_enabled: bool,
+) -> frozenset[str]:
+    """The `perms` claim. A user holding a role for which the tenant requires MFA, without MFA
+    enrolled, gets self-service permissions only: enough to enrol TOTP, nothing else."""
+    perms = tenant_wide_permissions(assignments, custom_roles)
+    required = set(mfa_required_roles)
+    if not mfa_enabled and any(a.role_name in required for a in assignments):
+        return perms & SELF_SERVICE_PERMISSIONS
+    return perms
+
+
 def validate_custom_role(name: str, permissions: Sequence[str]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if name in SYSTEM_ROLES:

@@ -21,17 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from services.identity import domain, store
 from services.identity.config import IdentityConfig
 from services.identity.credentials import PasswordHashing
+from services.identity.keyring import KeyRing
 from services.identity.keys import (
     AccessClaims,
     Sealer,
-    SigningKey,
-    StoredKey,
     issue_access_token,
-    jwks_document,
-    new_stored_key,
-    oidc_discovery,
-    published_keys,
-    unseal_key,
 )
 from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.errors import (
@@ -44,7 +38,6 @@ from suuupra_runtime.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
-    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -124,84 +117,6 @@ def _invalid(field_name: str, description: str) -> InvalidArgument:
 
 def _new_id() -> str:
     return str(uuid.uuid4())
-
-
-# ---------------------------------------------------------------------------------------------
-# Signing keys
-
-
-class KeyRing:
-    """The current signing key and the published JWKS, refreshed from the database so every
-    replica picks up a rotation within `refresh_interval`."""
-
-    def __init__(self, db: Database, sealer: Sealer, config: IdentityConfig) -> None:
-        self._db = db
-        self._sealer = sealer
-        self._config = config
-        self._current: SigningKey | None = None
-        self._jwks: bytes = b'{"keys": []}'
-        self._jwks_doc: dict[str, object] = {"keys": []}
-
-    @property
-    def current(self) -> SigningKey:
-        if self._current is None:
-            raise Unavailable("signing keys not loaded yet", retry_after_seconds=1.0)
-        return self._current
-
-    @property
-    def jwks_json(self) -> bytes:
-        return self._jwks
-
-    async def fetch(self) -> dict[str, object]:
-        """The JwksProvider protocol, for verifying our own tokens without an HTTP hop."""
-        return self._jwks_doc
-
-    def discovery_json(self) -> bytes:
-        doc = oidc_discovery(
-            self._config.issuer, f"{self._config.public_url}/.well-known/jwks.json"
-        )
-        return json.dumps(doc).encode()
-
-    async def load(self) -> None:
-        async with self._db.engine.connect() as conn:
-            keys = await store.all_signing_keys(conn)
-        if not any(k.retired_at is None for k in keys):
-            await self.rotate()
-            return
-        self._install(keys)
-
-    async def rotate(self) -> str:
-        async with self._db.unit_of_work(tenant_id=None) as uow:
-            await store.lock_signing_keys(uow.session)
-            now = domain.utcnow()
-            existing = await store.all_signing_keys(uow.session)
-            fresh = [k for k in existing if k.retired_at is None]
-            # Two replicas starting at once: the second sees the first's key and keeps it.
-            if fresh and self._current is None:
-                key = fresh[0]
-            else:
-                key = new_stored_key(self._sealer, now)
-                await store.add_signing_key(uow.session, key, now)
-        async with self._db.engine.connect() as conn:
-            self._install(await store.all_signing_keys(conn))
-        return key.kid
-
-    def _install(self, keys: Sequence[StoredKey]) -> None:
-        now = domain.utcnow()
-        current = next(k for k in keys if k.retired_at is None)
-        if self._current is None or self._current.kid != current.kid:
-            self._current = unseal_key(current, self._sealer)
-        doc = jwks_document(published_keys(keys, now, self._config.key_overlap))
-        self._jwks_doc = doc
-        self._jwks = json.dumps(doc).encode()
-
-    async def refresh_forever(self, interval: float = 30.0) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.load()
-            except Exception:  # keep serving with the keys we have; retry next round
-                log.exception("reloading signing keys failed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1070,11 +985,19 @@ class Identity:
         rows = await store.assignments_of(s, user.tenant_id, user.user_id)
         assignments = [domain.Assignment(r.role_name, r.scope) for r in rows]
         custom = await store.custom_roles(s, user.tenant_id)
+        tenant = await self._tenant(s, user.tenant_id)
         return AccessClaims(
             subject=user.user_id,
             tenant_id=user.tenant_id,
             roles=sorted({a.role_name for a in assignments if not a.scope}),
-            permissions=sorted(domain.tenant_wide_permissions(assignments, custom)),
+            permissions=sorted(
+                domain.token_permissions(
+                    assignments,
+                    custom,
+                    mfa_required_roles=tenant.settings.mfa_required_roles,
+                    mfa_enabled=user.mfa_enabled,
+                )
+            ),
             session_id=session_id,
         )
 
@@ -1669,11 +1592,12 @@ class Identity:
             chunk_errors: list[domain.RowError] = []
             todo = [r for r in chunk if r.email not in done_before]
             already += len(chunk) - len(todo)
-            hashes = {
-                r.line: await self.hashing.hash(domain.normalise_password(r.password))
-                for r in todo
-                if r.password and not dry_run
-            }
+            # Hashed concurrently: the hashing pool's semaphore bounds the parallelism.
+            with_password = [r for r in todo if r.password and not dry_run]
+            digests = await asyncio.gather(
+                *(self.hashing.hash(domain.normalise_password(r.password)) for r in with_password)
+            )
+            hashes = {r.line: d for r, d in zip(with_password, digests, strict=True)}
             async with self.db.unit_of_work(tenant_id=tenant_id) as uow:
                 taken = await store.existing_emails(uow.session, tenant_id, [r.email for r in todo])
                 new_pairs: list[tuple[str, str]] = []

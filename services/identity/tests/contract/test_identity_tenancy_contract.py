@@ -119,10 +119,15 @@ async def test_user_lifecycle_etag_pagination_and_audit(h: IdentityHarness) -> N
     staff = await h.create_user(alpha, "staff1@alpha.test", roles=["staff"])
 
     # Duplicate email (normalised) is ALREADY_EXISTS; bad input is INVALID_ARGUMENT.
-    dup = pb.CreateUserRequest(request_id=rid(), email=" S0@Alpha.TEST", display_name="x")
+    dup = pb.CreateUserRequest(request_id=rid(), email="S0@Alpha.TEST", display_name="x")
     with pytest.raises(grpc.aio.AioRpcError) as exists:
         await h.users.CreateUser(dup, metadata=a)
-    assert exists.value.code() in {grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INVALID_ARGUMENT}
+    assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    malformed = pb.CreateUserRequest(request_id=rid(), email="not an email", display_name="x")
+    with pytest.raises(grpc.aio.AioRpcError) as bad_email:
+        await h.users.CreateUser(malformed, metadata=a)
+    assert bad_email.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "email" in field_violations(bad_email.value)
     weak = pb.CreateUserRequest(
         request_id=rid(), email="weak@alpha.test", display_name="w", password="password1234"
     )

@@ -121,11 +121,13 @@ async def test_jwks_discovery_and_rotation_with_overlap(h: IdentityHarness) -> N
 
     before = await h.token("tokens", "carol@tokens.test")
     old_kid = jwt.get_unverified_header(before)["kid"]
-    rotated = await h.auth.RotateSigningKey(
-        pb.RotateSigningKeyRequest(request_id=str(uuid.uuid4())),
-        metadata=bearer(h.platform_token),
-    )
+    rotation = pb.RotateSigningKeyRequest(request_id=str(uuid.uuid4()))
+    rotated = await h.auth.RotateSigningKey(rotation, metadata=bearer(h.platform_token))
     assert rotated.kid != old_kid
+    # A retry with the same request id answers the same and rotates nothing.
+    replay = await h.auth.RotateSigningKey(rotation, metadata=bearer(h.platform_token))
+    assert replay.kid == rotated.kid
+    assert h.wiring.identity.keys.current.kid == rotated.kid
     after = await h.token("tokens", "carol@tokens.test")
     assert jwt.get_unverified_header(after)["kid"] == rotated.kid
     _, jwks2 = await asyncio.to_thread(_http_get, port, "/.well-known/jwks.json")
@@ -141,3 +143,96 @@ async def test_jwks_discovery_and_rotation_with_overlap(h: IdentityHarness) -> N
             metadata=bearer(tenant_admin),
         )
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_another_service_verifies_identity_tokens_via_jwks(h: IdentityHarness) -> None:
+    """Authentication across the mesh: a different service (the runtime's EchoService) fetches
+    identity's JWKS over HTTP and accepts good tokens and refuses bad ones."""
+    from suuupra.testing.v1 import echo_service_pb2 as echo_pb
+    from suuupra.testing.v1 import echo_service_pb2_grpc as echo_rpc
+
+    from suuupra_runtime.auth import HttpJwksProvider, JwtVerifier
+    from suuupra_runtime.config import ServerSettings
+    from suuupra_runtime.server import RuntimeServer
+    from suuupra_runtime.testing.echo_service import echo_definition
+
+    config = h.wiring.identity.config
+    definition = echo_definition()
+    definition.jwt_verifier = JwtVerifier(
+        HttpJwksProvider(f"http://127.0.0.1:{h.server.http_port}/.well-known/jwks.json"),
+        config.issuer,
+        config.audience,
+    )
+    echo = RuntimeServer(
+        definition,
+        ServerSettings(
+            service_name="echo",
+            grpc_addr="127.0.0.1:0",
+            http_addr=None,
+            drain_delay_seconds=0.0,
+            grace_seconds=1.0,
+        ),
+    )
+    await echo.start()
+    try:
+        good = await h.token("tokens", "carol@tokens.test")
+        claims = _claims_of(good)
+        stranger = Ed25519PrivateKey.generate()
+        kid = jwt.get_unverified_header(good)["kid"]
+        bad = {
+            "bad signature": jwt.encode(claims, stranger, "EdDSA", headers={"kid": kid}),
+            "unknown kid": jwt.encode(claims, stranger, "EdDSA", headers={"kid": "nope"}),
+            "alg none": _b64(json.dumps({"alg": "none", "kid": kid}).encode())
+            + "."
+            + _b64(json.dumps(claims).encode())
+            + ".",
+        }
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{echo.grpc_port}") as channel:
+            stub = echo_rpc.EchoServiceStub(channel)
+            answer = await stub.Echo(echo_pb.EchoRequest(message="hi"), metadata=bearer(good))
+            assert answer.caller == claims["sub"]
+            for name, token in bad.items():
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.Echo(echo_pb.EchoRequest(message="hi"), metadata=bearer(token))
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+    finally:
+        await echo.stop()
+
+
+async def test_a_rotation_on_one_replica_is_accepted_by_another(
+    h: IdentityHarness, nats_url: str
+) -> None:
+    from suuupra.identity.v1 import identity_service_pb2_grpc as rpc
+
+    from services.identity.server import build_wiring
+    from services.identity.tests.harness import make_config
+    from suuupra_runtime.config import ServerSettings
+    from suuupra_runtime.server import RuntimeServer
+
+    config = make_config()
+    wiring = await build_wiring(h.database_url, nats_url, config)
+    replica = RuntimeServer(
+        wiring.definition,
+        ServerSettings(
+            service_name="identity",
+            grpc_addr="127.0.0.1:0",
+            http_addr=None,
+            drain_delay_seconds=0.0,
+            grace_seconds=1.0,
+            jwt_issuer=config.issuer,
+            jwt_audience=config.audience,
+        ),
+    )
+    await replica.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{replica.grpc_port}") as channel:
+            users_b = rpc.UserServiceStub(channel)
+            await h.auth.RotateSigningKey(
+                pb.RotateSigningKeyRequest(request_id=str(uuid.uuid4())),
+                metadata=bearer(h.platform_token),
+            )
+            fresh = await h.token("tokens", "carol@tokens.test")  # signed on replica A
+            me = await users_b.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=bearer(fresh))
+            assert me.user.email == "carol@tokens.test"
+    finally:
+        await replica.stop()

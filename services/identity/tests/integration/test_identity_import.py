@@ -125,12 +125,21 @@ async def test_batch_create_caps_at_100_and_reports_items(h: IdentityHarness) ->
     token = bearer(h.tenants["bulk"].admin_token)
     items = [
         pb.BatchCreateUsersItem(email=f"batch{i}@bulk.test", display_name=f"B{i}")
-        for i in range(99)
-    ] + [pb.BatchCreateUsersItem(email="nope", display_name="bad")]
+        for i in range(97)
+    ] + [
+        pb.BatchCreateUsersItem(
+            email="withpw@bulk.test", display_name="P", password="violet-harbour-lantern-42"
+        ),
+        pb.BatchCreateUsersItem(
+            email="weakpw@bulk.test", display_name="W", password="password1234"
+        ),
+        pb.BatchCreateUsersItem(email="nope", display_name="bad"),
+    ]
     request = pb.BatchCreateUsersRequest(request_id=rid(), users=items)
     result = await h.users.BatchCreateUsers(request, metadata=token)
-    assert sum(1 for r in result.results if r.user.user_id) == 99
-    assert [r.index for r in result.results if r.error] == [99]
+    assert sum(1 for r in result.results if r.user.user_id) == 98
+    assert [r.index for r in result.results if r.error] == [98, 99]
+    assert (await h.login("bulk", "withpw@bulk.test")).tokens.access_token
     assert await h.users.BatchCreateUsers(request, metadata=token) == result  # replay
     too_many = pb.BatchCreateUsersRequest(
         request_id=rid(),

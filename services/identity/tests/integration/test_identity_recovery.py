@@ -227,3 +227,33 @@ async def test_email_verification_once_and_expiry(h: IdentityHarness) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as expired:
         await h.users.VerifyEmail(pb.VerifyEmailRequest(token=raw2))
     assert expired.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_mfa_required_role_gets_self_service_until_enrolled(h: IdentityHarness) -> None:
+    import jwt
+    from suuupra.identity.v1 import tenant_pb2
+
+    tenant = await h.create_tenant(
+        "strict", settings=tenant_pb2.TenantSettings(mfa_required_roles=["instructor"])
+    )
+    await h.create_user(tenant, "prof@strict.test", roles=["instructor"])
+    token = await h.token("strict", "prof@strict.test")
+    perms = set(jwt.decode(token, options={"verify_signature": False})["perms"])
+    assert perms == {"identity.self.read", "identity.self.manage"}
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await h.users.ListUsers(pb.ListUsersRequest(), metadata=bearer(token))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Self-service still works, so the user can enrol.
+    enrolled = await h.auth.EnrollTotp(pb.EnrollTotpRequest(), metadata=bearer(token))
+    totp = pyotp.TOTP(enrolled.secret)
+    await h.auth.ConfirmTotp(
+        pb.ConfirmTotpRequest(code=totp.at(datetime.now(UTC) - timedelta(seconds=30))),
+        metadata=bearer(token),
+    )
+    challenge = (await h.login("strict", "prof@strict.test")).mfa_challenge
+    done = await h.auth.CompleteMfaLogin(
+        pb.CompleteMfaLoginRequest(mfa_challenge=challenge, totp_code=totp.at(datetime.now(UTC)))
+    )
+    full = bearer(done.tokens.access_token)
+    listed = await h.users.ListUsers(pb.ListUsersRequest(), metadata=full)
+    assert listed.users

@@ -330,3 +330,20 @@ class TestCsvImport:
     def test_quoted_multiline_keeps_line_numbers(self) -> None:
         parsed = self._parse('email,display_name\n"a@uni.edu","A\nB"\nbad,X\n')
         assert parsed.errors[0].line == 4
+
+
+class TestMfaRequired:
+    def test_required_role_without_mfa_gets_self_service_only(self) -> None:
+        admin = [domain.Assignment("tenant_admin", "")]
+        perms = domain.token_permissions(
+            admin, {}, mfa_required_roles=["tenant_admin"], mfa_enabled=False
+        )
+        assert perms == {"identity.self.read", "identity.self.manage"}
+        full = domain.token_permissions(
+            admin, {}, mfa_required_roles=["tenant_admin"], mfa_enabled=True
+        )
+        assert "identity.users.create" in full
+        other = domain.token_permissions(
+            admin, {}, mfa_required_roles=["instructor"], mfa_enabled=False
+        )
+        assert "identity.users.create" in other
