@@ -1,6 +1,7 @@
 """Child server processes that never outlive the Python process that started them.
 
-Public API: `ManagedProcess(argv, log_path=..., run_as=None, stop_signal=..., death_signal=...)`
+Public API: `ManagedProcess(argv, log_path=..., run_as=None, stop_signal=..., death_signal=...,
+env=None, cwd=None)`
 with `start()`, `stop(timeout)`, `pid`, `alive`; `system_user(name)` (create a non-root system
 user if missing); `ensure_traversable(path)`.
 
@@ -69,8 +70,10 @@ class ManagedProcess:
         stop_signal: int = signal.SIGTERM,
         death_signal: int = signal.SIGTERM,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.argv = list(argv)
+        self.cwd = cwd
         self.log_path = log_path
         self.run_as = run_as
         self.stop_signal = stop_signal
@@ -100,7 +103,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
-                cwd="/",
+                cwd=self.cwd or "/",
                 close_fds=True,
                 preexec_fn=_pdeathsig_preexec(self.death_signal, self.run_as, os.getpid()),  # noqa: PLW1509
             )

