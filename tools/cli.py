@@ -55,6 +55,18 @@ def cmd_lock(_: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] in (["up"], ["protos"]):
+        # Everything after these goes to their own parsers, options first included
+        # (`./dev up --port-offset 1000`), which argparse's REMAINDER does not allow.
+        os.chdir(ROOT)
+        rest = args_list[1:]
+        rest = rest[1:] if rest[:1] == ["--"] else rest
+        return (
+            cmd_up(argparse.Namespace(rest=rest))
+            if args_list[0] == "up"
+            else cmd_protos(argparse.Namespace(rest=rest))
+        )
     parser = argparse.ArgumentParser(prog="./dev", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the whole platform (embedded PostgreSQL, NATS, Envoy)")
@@ -69,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     protos.set_defaults(func=cmd_protos)
     lock = sub.add_parser("lock", help="rewrite requirements.lock from pyproject.toml")
     lock.set_defaults(func=cmd_lock)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     os.chdir(ROOT)
     result: int = args.func(args)
     return result

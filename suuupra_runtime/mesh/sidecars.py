@@ -34,6 +34,28 @@ class EnvoyError(RuntimeError):
     pass
 
 
+def envoy_command(
+    config_path: Path,
+    *,
+    base_id: int | None = None,
+    concurrency: int = 1,
+    log_level: str = "warning",
+    cpus: frozenset[int] | None = None,
+) -> list[str]:
+    """The Envoy command line every proxy of the platform runs (sidecars, edge, tests, bench)."""
+    pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+    return [
+        *pin,
+        str(envoy_binary()),
+        "-c", str(config_path),
+        "--base-id", str(next_base_id() if base_id is None else base_id),
+        "--concurrency", str(concurrency),
+        "--log-level", log_level,
+        # No shared-memory hot restart: restarts are new processes, parallel Envoys never clash.
+        "--disable-hot-restart",
+    ]  # fmt: skip
+
+
 class EnvoyProcess:
     """One Envoy with `--concurrency 1` (one worker is plenty for a sidecar)."""
 
@@ -64,20 +86,13 @@ class EnvoyProcess:
         return self._process.pid if self._process else None
 
     def command(self) -> list[str]:
-        pin = ["taskset", "-c", ",".join(map(str, sorted(self.cpus)))] if self.cpus else []
-        return [
-            *pin,
-            str(envoy_binary()),
-            "-c",
-            str(self.config_path),
-            "--base-id",
-            str(self.base_id),
-            "--concurrency",
-            str(self.concurrency),
-            "--log-level",
-            self.log_level,
-            "--disable-hot-restart",
-        ]
+        return envoy_command(
+            self.config_path,
+            base_id=self.base_id,
+            concurrency=self.concurrency,
+            log_level=self.log_level,
+            cpus=self.cpus,
+        )
 
     def start(self) -> None:
         if self._process is not None:

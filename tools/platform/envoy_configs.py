@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from suuupra_runtime.infra import envoy_binary
-from suuupra_runtime.mesh.sidecars import prepare_dev_mesh
+from suuupra_runtime.mesh.sidecars import envoy_command, prepare_dev_mesh
 from suuupra_runtime.mesh.topology import EDGE, Topology
 from tools.platform.layout import StateLayout
 
@@ -22,11 +21,5 @@ def sidecar_name(service: str) -> str:
 
 
 def envoy_argv(config: Path) -> list[str]:
-    return [
-        str(envoy_binary()),
-        "-c", str(config),
-        "--concurrency", "1",  # one worker per proxy is plenty on a dev machine (TOOLING-FACTS)
-        # No shared-memory hot restart: no --base-id bookkeeping between parallel platforms.
-        "--disable-hot-restart",
-        "--log-level", "warn",
-    ]  # fmt: skip
+    # The same command line the mesh tests run; one worker per proxy is plenty on a dev machine.
+    return envoy_command(config, log_level="warn")
