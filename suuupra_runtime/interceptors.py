@@ -18,7 +18,10 @@ For each RPC, in order:
    unverifiable token is UNAUTHENTICATED even on public methods), XFCC → SPIFFE id; the result
    is bound to `auth.current_caller()`;
 6. access: the method's `(suuupra.options.v1.access)` rule (fail closed when absent);
-7. validation: protovalidate rules of the request (each message of a client stream);
+7. validation: request bytes that do not parse as the method's message are INVALID_ARGUMENT
+   (reason MALFORMED_REQUEST; grpc itself would answer UNKNOWN naming the parser's exception,
+   skipping our logs and metrics), then protovalidate rules of the request (each message of a
+   client stream);
 8. the handler; its `DomainError`s map to canonical codes with `google.rpc.Status` details, any
    other exception to INTERNAL with only the request id (the traceback is logged here);
 9. one JSON log line per RPC: method, code, duration, request id, caller, tenant (a record whose
@@ -57,7 +60,7 @@ from suuupra_runtime.access import (
     method_info,
 )
 from suuupra_runtime.auth import Caller, JwtVerifier, bearer_token, parse_xfcc
-from suuupra_runtime.errors import DomainError, Unauthenticated
+from suuupra_runtime.errors import DomainError, InvalidArgument, Unauthenticated
 from suuupra_runtime.grpc_errors import domain_error_from_rpc_error, status_for
 from suuupra_runtime.logs import RPC_LOGGER, RpcLogRecord
 from suuupra_runtime.metrics import MethodMetrics
@@ -156,7 +159,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, method: str, handler: Any) -> Any:
         plan = self._plan(method)
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
@@ -287,11 +290,12 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 full_method=plan.info.full_method,
                 proxies=self._proxies,
             )
-        if not plan.validate:
-            return request
         if request_streaming:
-            return _validated_stream(request)
-        validate(request)
+            return _checked_stream(plan, request)
+        if type(request) is _Undecodable:
+            raise _malformed(plan)
+        if plan.validate:
+            validate(request)
         return request
 
     async def _fail(self, plan: _Plan, rpc: _Rpc, exc: BaseException, context: Any) -> None:
@@ -367,9 +371,47 @@ def _new_request_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-async def _validated_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+class _Undecodable:
+    """Stands in for a request message whose bytes did not parse (see `_tolerant`)."""
+
+    __slots__ = ()
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The handler's deserializer, returning `_UNDECODABLE` instead of raising.
+
+    A deserializer that raises makes grpc fail the call itself (UNKNOWN, outside the
+    interceptor); returning a marker lets `_admit` turn it into a mapped, logged, counted error.
+    """
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _malformed(plan: _Plan) -> InvalidArgument:
+    return InvalidArgument(
+        (),
+        f"the request is not a valid message for {plan.info.full_method}",
+        reason="MALFORMED_REQUEST",
+    )
+
+
+async def _checked_stream(plan: _Plan, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for message in requests:
-        validate(message)
+        if type(message) is _Undecodable:
+            raise _malformed(plan)
+        if plan.validate:
+            validate(message)
         yield message
 
 
