@@ -63,7 +63,7 @@ from suuupra_runtime.auth import Caller, JwtVerifier, bearer_token, parse_xfcc
 from suuupra_runtime.errors import DomainError, InvalidArgument, Unauthenticated
 from suuupra_runtime.grpc_errors import domain_error_from_rpc_error, status_for
 from suuupra_runtime.logs import RPC_LOGGER, RpcLogRecord
-from suuupra_runtime.metrics import MethodMetrics
+from suuupra_runtime.metrics import MethodMetrics, method_metrics
 from suuupra_runtime.tracing import context_from_headers, recording, tracer
 from suuupra_runtime.validation import validate
 
@@ -145,7 +145,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         infrastructure = info.service in INFRASTRUCTURE_SERVICES
         return _Plan(
             info=info,
-            metrics=MethodMetrics(info.service, info.method),
+            metrics=method_metrics(info.service, info.method),
             validate=not infrastructure,
             quiet=infrastructure,
             public=info.access is not None and info.access.is_valid and info.access.public,
@@ -183,9 +183,11 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self, plan: _Plan, behavior: Any, *, request_streaming: bool = False
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def unary(request: Any, context: Any) -> Any:
-            rpc = await self._begin(plan, context)
+            rpc = self._begin(plan, context)
             try:
-                request = await self._admit(plan, rpc, request, context, request_streaming)
+                if rpc.authorization is not None:
+                    rpc.caller = await self._authenticate(rpc)
+                request = self._admit(plan, rpc, request, request_streaming)
                 return await behavior(request, context)
             except BaseException as exc:
                 await self._fail(plan, rpc, exc, context)
@@ -203,9 +205,11 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return self._unary_behavior(plan, behavior, request_streaming=request_streaming)
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            rpc = await self._begin(plan, context)
+            rpc = self._begin(plan, context)
             try:
-                request = await self._admit(plan, rpc, request, context, request_streaming)
+                if rpc.authorization is not None:
+                    rpc.caller = await self._authenticate(rpc)
+                request = self._admit(plan, rpc, request, request_streaming)
                 async for response in behavior(request, context):
                     yield response
             except BaseException as exc:
@@ -218,7 +222,9 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     # --- the steps ----------------------------------------------------------------------------
 
-    async def _begin(self, plan: _Plan, context: Any) -> _Rpc:
+    # _begin and _admit are plain functions (a coroutine per step costs a few µs per RPC);
+    # only token verification may await (a JWKS fetch), so it runs between them.
+    def _begin(self, plan: _Plan, context: Any) -> _Rpc:
         request_id = authorization = xfcc = traceparent = tracestate = None
         for key, value in context.invocation_metadata() or ():
             if key == "x-request-id":
@@ -257,7 +263,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         elif parent is not None:
             # Not recording: still carry the caller's trace to logs, calls and events.
             otel_context.attach(parent)
-        plan.metrics.in_flight.inc()
+        plan.metrics.started()
         # XFCC parsing cannot fail; token verification (which can) happens in _admit, inside
         # the error mapping.
         spiffe_id = parse_xfcc(xfcc) if xfcc else None
@@ -276,11 +282,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         user = await self._verifier.verify(token)
         return dataclasses.replace(user, spiffe_id=caller.spiffe_id)
 
-    async def _admit(
-        self, plan: _Plan, rpc: _Rpc, request: Any, context: Any, request_streaming: bool
-    ) -> Any:
-        if rpc.authorization is not None:
-            rpc.caller = await self._authenticate(rpc)
+    def _admit(self, plan: _Plan, rpc: _Rpc, request: Any, request_streaming: bool) -> Any:
         if rpc.caller is not _ANONYMOUS:
             auth.set_current_caller(rpc.caller)
         if not plan.public:  # public needs no check; everything else (incl. no rule) does
@@ -335,10 +337,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _finish(self, plan: _Plan, rpc: _Rpc) -> None:
         elapsed = time.perf_counter() - rpc.started
-        metrics = plan.metrics
-        metrics.in_flight.dec()
-        metrics.duration.observe(elapsed)
-        metrics.handled(rpc.code).inc()
+        plan.metrics.finished(elapsed, rpc.code)
         span = rpc.span
         if span is not None:
             span.set_attribute("rpc.grpc.status_code", rpc.code)
