@@ -11,7 +11,8 @@ measured in the same run. Targets:
 
 * `bare`          grpc.aio + uvloop, generated servicer, no interceptors;
 * `runtime`       `RuntimeServer` + `EchoService` with every interceptor step, INFO per-RPC log
-                  line (to /dev/null) and an SDK tracer provider, as a service runs in production;
+                  line (to /dev/null) and no span exporter (`OTEL_TRACES_EXPORTER` unset), as a
+                  service runs by default;
 * `runtime_quiet` the same with logging at WARNING (no per-RPC log line);
 * `runtime_auth`  `ProtectedEcho` with an `authorization: Bearer <Ed25519 JWT>` on every call
                   (verified against a static JWKS; permission check), INFO log line: the shape of
@@ -104,11 +105,13 @@ async def _serve_runtime(port: int, log_level: str, jwks: str | None) -> None:
     )
     definition = echo_definition()
     if jwks is not None:
+        cache_size = os.environ.get("BENCH_JWT_CACHE_SIZE")
+        # Passed only when set, so this server also runs an older runtime (A/B comparisons).
+        options: dict[str, Any] = {}
+        if cache_size is not None:
+            options["verified_cache_size"] = int(cache_size)
         definition.jwt_verifier = JwtVerifier(
-            _StaticJwks(json.loads(jwks)),
-            ISSUER,
-            AUDIENCE,
-            verified_cache_size=int(os.environ.get("BENCH_JWT_CACHE_SIZE", "10000")),
+            _StaticJwks(json.loads(jwks)), ISSUER, AUDIENCE, **options
         )
     server = RuntimeServer(definition, settings)
     await server.start()
