@@ -11,8 +11,12 @@ measured in the same run. Targets:
 
 * `bare`          grpc.aio + uvloop, generated servicer, no interceptors;
 * `runtime`       `RuntimeServer` + `EchoService` with every interceptor step, INFO per-RPC log
-                  line (to /dev/null) and an SDK tracer provider, as a service runs in production;
+                  line (to /dev/null) and no span exporter (`OTEL_TRACES_EXPORTER` unset), as a
+                  service runs by default;
 * `runtime_quiet` the same with logging at WARNING (no per-RPC log line);
+* `runtime_auth`  `ProtectedEcho` with an `authorization: Bearer <Ed25519 JWT>` on every call
+                  (verified against a static JWKS; permission check), INFO log line: the shape of
+                  an authenticated read RPC;
 * `bare@<ver>`    (`--grpcio-versions`) the bare server under other grpcio releases, from side
                   virtualenvs under `build/bench-venvs/`.
 
@@ -40,6 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "grpc_echo.json"
 VENVS = ROOT / "build" / "bench-venvs"
 METHOD = "/suuupra.testing.v1.EchoService/Echo"
+PROTECTED_METHOD = "/suuupra.testing.v1.EchoService/ProtectedEcho"
+ISSUER = "bench-issuer"
+AUDIENCE = "suuupra"
 SERVER_CPU = 0
 CLIENT_CPU = 1
 VERSIONS = ("1.75.1", "1.85.1")
@@ -71,7 +78,16 @@ async def _serve_bare(port: int) -> None:
     await server.wait_for_termination()
 
 
-async def _serve_runtime(port: int, log_level: str) -> None:
+class _StaticJwks:
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    async def fetch(self) -> dict[str, Any]:
+        return self.document
+
+
+async def _serve_runtime(port: int, log_level: str, jwks: str | None) -> None:
+    from suuupra_runtime.auth import JwtVerifier
     from suuupra_runtime.config import ServerSettings
     from suuupra_runtime.logs import configure_logging
     from suuupra_runtime.server import RuntimeServer
@@ -87,7 +103,17 @@ async def _serve_runtime(port: int, log_level: str) -> None:
         max_concurrent_rpcs=None,
         log_level=log_level,
     )
-    server = RuntimeServer(echo_definition(), settings)
+    definition = echo_definition()
+    if jwks is not None:
+        cache_size = os.environ.get("BENCH_JWT_CACHE_SIZE")
+        # Passed only when set, so this server also runs an older runtime (A/B comparisons).
+        options: dict[str, Any] = {}
+        if cache_size is not None:
+            options["verified_cache_size"] = int(cache_size)
+        definition.jwt_verifier = JwtVerifier(
+            _StaticJwks(json.loads(jwks)), ISSUER, AUDIENCE, **options
+        )
+    server = RuntimeServer(definition, settings)
     await server.start()
     import grpc
 
@@ -102,7 +128,8 @@ def serve_main(kind: str, port: int) -> None:
     if kind == "bare":
         coro = _serve_bare(port)
     else:
-        coro = _serve_runtime(port, "INFO" if kind == "runtime" else "WARNING")
+        level = "WARNING" if kind == "runtime_quiet" else "INFO"
+        coro = _serve_runtime(port, level, os.environ.get("BENCH_JWKS"))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(coro)
 
@@ -118,10 +145,16 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, name: str, python: str, kind: str) -> None:
+    def __init__(
+        self, name: str, python: str, kind: str, credentials: tuple[str, str] | None = None
+    ) -> None:
         self.name = name
         self.port = _free_port()
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+        # (JWKS document, bearer token): the server verifies, the load generator sends.
+        self.bearer: str | None = None
+        if credentials is not None:
+            env["BENCH_JWKS"], self.bearer = credentials
         self.process = subprocess.Popen(
             [python, __file__, "_serve", kind, str(self.port)],
             cwd=ROOT,
@@ -159,9 +192,14 @@ async def measure(
     import grpc
     from suuupra.testing.v1 import echo_service_pb2 as pb
 
-    payload = pb.EchoRequest(message="hello, suuupra").SerializeToString()
+    if server.bearer is None:
+        method, metadata = METHOD, None
+        payload = pb.EchoRequest(message="hello, suuupra").SerializeToString()
+    else:
+        method, metadata = PROTECTED_METHOD, (("authorization", f"Bearer {server.bearer}"),)
+        payload = pb.ProtectedEchoRequest(message="hello, suuupra").SerializeToString()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        call = channel.unary_unary(METHOD)  # bytes in, bytes out: minimal client work
+        call = channel.unary_unary(method)  # bytes in, bytes out: minimal client work
         latencies: list[float] = []
         state = {"measuring": False, "stop": False, "errors": 0}
 
@@ -169,7 +207,7 @@ async def measure(
             while not state["stop"]:
                 started = time.perf_counter()
                 try:
-                    await call(payload, timeout=10)
+                    await call(payload, timeout=10, metadata=metadata)
                 except grpc.aio.AioRpcError:
                     state["errors"] += 1
                     continue
@@ -199,6 +237,29 @@ async def measure(
         "server_cpu_utilisation": (cpu_after - cpu_before) / elapsed,
         "client_cpu_utilisation": (client_after - client_before) / elapsed,
     }
+
+
+def _credentials() -> tuple[str, str]:
+    """A fresh Ed25519 signing key: its JWKS (JSON) and one access token good for an hour."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from jwt.algorithms import OKPAlgorithm
+
+    key = Ed25519PrivateKey.generate()
+    jwk = json.loads(OKPAlgorithm.to_jwk(key.public_key()))
+    jwk["kid"] = "bench"
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "bench-user",
+        "tenant": "bench-tenant",
+        "perms": ["testing.echo.call"],
+        "iat": now,
+        "exp": now + 3600,
+    }
+    token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": "bench"})
+    return json.dumps({"keys": [jwk]}), token
 
 
 def ensure_venv(version: str) -> str:
@@ -231,13 +292,15 @@ async def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         ("bare", sys.executable, "bare"),
         ("runtime", sys.executable, "runtime"),
         ("runtime_quiet", sys.executable, "runtime_quiet"),
+        ("runtime_auth", sys.executable, "runtime_auth"),
     ]
     if args.grpcio_versions:
         targets += [(f"bare@{v}", ensure_venv(v), "bare") for v in VERSIONS]
     servers: list[Server] = []
     try:
         for name, python, kind in targets:
-            servers.append(Server(name, python, kind))
+            credentials = _credentials() if kind == "runtime_auth" else None
+            servers.append(Server(name, python, kind, credentials))
         rounds: list[dict[str, Any]] = []
         for index in range(args.rounds):
             order = servers if index % 2 == 0 else list(reversed(servers))
@@ -318,11 +381,18 @@ def main() -> None:
         action="store_true",
         help=f"also measure bare echo under grpcio {' and '.join(VERSIONS)}",
     )
+    parser.add_argument(
+        "--jwt-cache-size",
+        type=int,
+        default=10_000,
+        help="JwtVerifier verified-token cache size for runtime_auth (0: verify every call)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
     import uvloop
 
+    os.environ["BENCH_JWT_CACHE_SIZE"] = str(args.jwt_cache_size)  # inherited by the servers
     _pin(CLIENT_CPU)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         report = runner.run(run_bench(args))

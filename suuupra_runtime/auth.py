@@ -14,6 +14,14 @@ Two kinds of identity reach a service:
 * a calling service's SPIFFE id, taken from the `x-forwarded-client-cert` header (XFCC) that the
   Envoy sidecar sets after verifying the peer's mTLS certificate (`parse_xfcc`). It is trusted only
   because the application binds 127.0.0.1 behind its sidecar, which strips client-sent XFCC.
+
+Verified tokens are cached (bounded LRU keyed by the raw token, `verified_cache_size` entries) so
+a client reusing its access token pays one signature check, not one per RPC (an Ed25519 verify
+plus claim parsing is the costliest step of an authenticated call). A cache hit is only honoured
+while the token's `exp` (plus leeway) is in the future, the signing key is still in the current,
+fresh JWKS (so a key withdrawn from identity's JWKS stops its tokens at the next key refresh), and
+nothing about the token is re-decided: the cached `Caller` is the one the full check produced.
+Rejections are never cached.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -199,6 +208,8 @@ class JwtVerifier:
         max_key_age_seconds: float = 300.0,
         min_refetch_interval_seconds: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        verified_cache_size: int = 10_000,
     ) -> None:
         self._jwks = jwks
         self.issuer = issuer
@@ -210,6 +221,10 @@ class JwtVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
+        self._wall_clock = wall_clock
+        self._cache_size = verified_cache_size
+        # raw token -> (caller, kid, exp): tokens that passed every check of `_verify`.
+        self._verified: OrderedDict[str, tuple[Caller, str, float]] = OrderedDict()
 
     async def _refresh(self, *, unknown_kid: bool) -> None:
         async with self._lock:
@@ -254,7 +269,35 @@ class JwtVerifier:
             raise Unauthenticated("token signed with an unknown key", reason="TOKEN_UNKNOWN_KEY")
         return key
 
+    def _cached(self, token: str) -> Caller | None:
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        caller, kid, exp = entry
+        fetched_at = self._fetched_at
+        if (
+            self._wall_clock() >= exp + self.leeway_seconds  # expired since it was cached
+            or fetched_at is None
+            or self._clock() - fetched_at >= self._max_key_age  # keys due for a refresh
+            or kid not in self._keys  # its signing key was withdrawn
+        ):
+            del self._verified[token]
+            return None  # the full check decides (and raises TOKEN_EXPIRED etc.)
+        self._verified.move_to_end(token)
+        return caller
+
     async def verify(self, token: str) -> Caller:
+        cached = self._cached(token)
+        if cached is not None:
+            return cached
+        caller, kid, exp = await self._verify(token)
+        if self._cache_size > 0:
+            self._verified[token] = (caller, kid, exp)
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return caller
+
+    async def _verify(self, token: str) -> tuple[Caller, str, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -285,7 +328,8 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("token has no subject", reason="TOKEN_INVALID")
-        return Caller(
+        exp = claims["exp"]  # required, and PyJWT has checked it is a number in the future
+        caller = Caller(
             subject=subject,
             tenant_id=_optional_str(claims.get("tenant"), "tenant"),
             roles=_str_list(claims.get("roles"), "roles"),
@@ -294,6 +338,7 @@ class JwtVerifier:
             token_id=_optional_str(claims.get("jti"), "jti"),
             raw_token=token,
         )
+        return caller, kid, float(exp)
 
 
 def bearer_token(authorization: str) -> str:

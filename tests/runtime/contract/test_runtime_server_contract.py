@@ -198,11 +198,13 @@ async def test_request_id_round_trip_and_minting(channel: grpc.aio.Channel) -> N
     response = await call
     assert response.message == "hi"
     assert response.request_id == "req-123"
-    assert ("x-request-id", "req-123") in tuple(await call.initial_metadata())
+    # Echoed in the trailers (they ride on the status frame; see interceptors.py).
+    assert ("x-request-id", "req-123") in tuple(await call.trailing_metadata())
+    assert "x-request-id" not in dict(await call.initial_metadata())
 
     call = stub.Echo(pb.EchoRequest(message="hi"))
     response = await call
-    minted = (await call.initial_metadata())["x-request-id"]
+    minted = (await call.trailing_metadata())["x-request-id"]
     assert uuid.UUID(minted).version == 4
     assert response.request_id == minted
 
@@ -276,6 +278,7 @@ async def test_unexpected_exception_is_internal_without_leaks(channel: grpc.aio.
     assert LEAKY_SECRET not in (err.debug_error_string() or "")
     _, details = details_of(err)
     assert first(details, error_details_pb2.RequestInfo).request_id == "r-9"
+    assert ("x-request-id", "r-9") in tuple(err.trailing_metadata())
 
 
 async def test_create_note_validates_before_the_handler(channel: grpc.aio.Channel) -> None:
