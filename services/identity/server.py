@@ -20,7 +20,7 @@ from services.identity.events import OutboxEvents
 from services.identity.handlers import Identity
 from services.identity.keyring import KeyRing
 from services.identity.keys import Sealer
-from services.identity.token_cache import CachingJwtVerifier
+from suuupra_runtime.auth import JwtVerifier
 from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
 from suuupra_runtime.events import OutboxRelay, StreamSpec, ensure_streams
 from suuupra_runtime.server import ServiceDefinition
@@ -129,7 +129,7 @@ async def build_wiring(
         },
         # Our own tokens are verified against the in-memory key ring: no HTTP hop to ourselves,
         # so refetching on an unknown kid costs nothing and needs no rate limit.
-        jwt_verifier=CachingJwtVerifier(
+        jwt_verifier=JwtVerifier(
             keys,
             issuer=config.issuer,
             audience=config.audience,
