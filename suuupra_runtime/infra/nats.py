@@ -19,10 +19,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from suuupra_runtime.infra.binaries import nats_binary
-from suuupra_runtime.infra.process import ManagedProcess
+from suuupra_runtime.infra.process import EmbeddedServer, ManagedProcess
 
 __all__ = ["EmbeddedNats", "NatsStartError"]
 
@@ -31,7 +30,7 @@ class NatsStartError(RuntimeError):
     """The server did not become ready; the message carries the tail of its log."""
 
 
-class EmbeddedNats:
+class EmbeddedNats(EmbeddedServer):
     """A single JetStream-enabled NATS server on loopback, storing streams in `store_dir`."""
 
     def __init__(
@@ -55,14 +54,6 @@ class EmbeddedNats:
     @property
     def monitor_url(self) -> str:
         return f"http://127.0.0.1:{self.monitor_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.alive
 
     def start(self) -> EmbeddedNats:
         if self.running:
@@ -90,17 +81,6 @@ class EmbeddedNats:
     def stop(self, timeout: float = 10.0) -> None:
         if self._process is not None:
             self._process.stop(timeout)
-
-    def __enter__(self) -> EmbeddedNats:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _wait_ready(self) -> None:
         assert self._process is not None

@@ -35,10 +35,14 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from suuupra_runtime.infra.binaries import postgres_bin_dir
-from suuupra_runtime.infra.process import ManagedProcess, ensure_traversable, system_user
+from suuupra_runtime.infra.process import (
+    EmbeddedServer,
+    ManagedProcess,
+    ensure_traversable,
+    system_user,
+)
 
 __all__ = ["EmbeddedPostgres", "PostgresStartError"]
 
@@ -61,7 +65,7 @@ class PostgresStartError(RuntimeError):
     """The server did not become ready; the message carries the tail of its log."""
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """A PostgreSQL cluster in `data_dir` serving 127.0.0.1:`port`."""
 
     def __init__(
@@ -89,14 +93,6 @@ class EmbeddedPostgres:
     def dsn(self) -> str:
         """libpq / asyncpg DSN of the maintenance database as the superuser."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.alive
 
     def start(self) -> EmbeddedPostgres:
         if self.running:
@@ -145,17 +141,6 @@ class EmbeddedPostgres:
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
-
-    def __enter__(self) -> EmbeddedPostgres:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _make_socket_dir(self) -> Path:
         """A private directory for the unix socket, beside the data directory when the path is

@@ -28,8 +28,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
-__all__ = ["ManagedProcess", "ensure_traversable", "system_user"]
+__all__ = ["EmbeddedServer", "ManagedProcess", "ensure_traversable", "system_user"]
 
 _PR_SET_PDEATHSIG = 1
 # Strong references: a running server must be stopped at exit even if its owner was dropped.
@@ -131,6 +133,38 @@ class ManagedProcess:
         except OSError:
             return ""
         return data[-max_bytes:].decode(errors="replace")
+
+
+class EmbeddedServer:
+    """What every embedded server shares: its `ManagedProcess`, `pid`, `running`, and use as a
+    context manager (`start()` on enter, `stop()` on exit). Subclasses implement both."""
+
+    _process: ManagedProcess | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.alive
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 10.0) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 @atexit.register
