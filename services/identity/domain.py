@@ -37,7 +37,7 @@ STUDENT = "student"
 STAFF = "staff"
 
 _SELF = frozenset({"identity.self.read", "identity.self.manage"})
-_TENANT_ADMIN = frozenset(
+_IDENTITY_ADMIN = frozenset(
     {
         "identity.tenants.read",
         "identity.tenants.update",
@@ -54,11 +54,157 @@ _TENANT_ADMIN = frozenset(
         "identity.apikeys.read",
         "identity.apikeys.revoke",
         "identity.audit.read",
-        "courses.courses.manage",
-        "courses.enrollments.manage",
-        "assessment.grades.manage",
     }
 )
+
+# Other services' permissions held by each system role, one block per service. The RPC-level
+# permission only opens the door: each service still checks ownership and course roles itself
+# (an instructor manages *their* courses; `*.administer` means every resource of the tenant).
+# Each block is owned by its service; the service's docs explain what each permission allows.
+_ALL_ROLES = (TENANT_ADMIN, INSTRUCTOR, TEACHING_ASSISTANT, STUDENT, STAFF)
+
+_COURSES_GRANTS: Mapping[str, frozenset[str]] = {
+    TENANT_ADMIN: frozenset(
+        {
+            "courses.courses.read",
+            "courses.courses.manage",
+            "courses.courses.administer",
+            "courses.departments.manage",
+            "courses.enrollments.read",
+            "courses.enrollments.manage",
+            "courses.enrollments.self",
+            "courses.progress.read",
+            "courses.progress.self",
+        }
+    ),
+    INSTRUCTOR: frozenset(
+        {
+            "courses.courses.read",
+            "courses.courses.manage",
+            "courses.enrollments.read",
+            "courses.enrollments.manage",
+            "courses.enrollments.self",
+            "courses.progress.read",
+            "courses.progress.self",
+        }
+    ),
+    TEACHING_ASSISTANT: frozenset(
+        {
+            "courses.courses.read",
+            "courses.enrollments.read",
+            "courses.enrollments.self",
+            "courses.progress.read",
+            "courses.progress.self",
+        }
+    ),
+    STUDENT: frozenset(
+        {"courses.courses.read", "courses.enrollments.self", "courses.progress.self"}
+    ),
+    STAFF: frozenset({"courses.courses.read", "courses.enrollments.self", "courses.progress.self"}),
+}
+
+_PROFILES_GRANTS: Mapping[str, frozenset[str]] = {
+    **{role: frozenset({"profiles.profiles.read", "profiles.self.manage"}) for role in _ALL_ROLES},
+    TENANT_ADMIN: frozenset(
+        {"profiles.profiles.read", "profiles.self.manage", "profiles.profiles.administer"}
+    ),
+}
+
+_FILES_GRANTS: Mapping[str, frozenset[str]] = {
+    **{role: frozenset({"files.files.upload", "files.files.read"}) for role in _ALL_ROLES},
+    TENANT_ADMIN: frozenset(
+        {"files.files.upload", "files.files.read", "files.files.administer", "files.quotas.manage"}
+    ),
+}
+
+_ASSESSMENT_GRANTS: Mapping[str, frozenset[str]] = {
+    TENANT_ADMIN: frozenset(
+        {
+            "assessment.assignments.read",
+            "assessment.assignments.manage",
+            "assessment.assignments.administer",
+            "assessment.submissions.create",
+            "assessment.submissions.read",
+            "assessment.grades.read",
+            "assessment.grades.manage",
+            "assessment.gradebook.read",
+        }
+    ),
+    INSTRUCTOR: frozenset(
+        {
+            "assessment.assignments.read",
+            "assessment.assignments.manage",
+            "assessment.submissions.read",
+            "assessment.grades.read",
+            "assessment.grades.manage",
+            "assessment.gradebook.read",
+        }
+    ),
+    TEACHING_ASSISTANT: frozenset(
+        {
+            "assessment.assignments.read",
+            "assessment.submissions.read",
+            "assessment.grades.read",
+            "assessment.grades.manage",
+            "assessment.gradebook.read",
+        }
+    ),
+    STUDENT: frozenset(
+        {
+            "assessment.assignments.read",
+            "assessment.submissions.create",
+            "assessment.submissions.read",
+            "assessment.grades.read",
+        }
+    ),
+    STAFF: frozenset({"assessment.assignments.read"}),
+}
+
+_NOTES_GRANTS: Mapping[str, frozenset[str]] = {
+    role: frozenset({"notes.notes.read", "notes.notes.manage"}) for role in _ALL_ROLES
+}
+
+_NOTIFICATIONS_GRANTS: Mapping[str, frozenset[str]] = {
+    **{
+        role: frozenset({"notifications.inbox.read", "notifications.preferences.manage"})
+        for role in _ALL_ROLES
+    },
+    INSTRUCTOR: frozenset(
+        {
+            "notifications.inbox.read",
+            "notifications.preferences.manage",
+            "notifications.sends.create",
+        }
+    ),
+    TENANT_ADMIN: frozenset(
+        {
+            "notifications.inbox.read",
+            "notifications.preferences.manage",
+            "notifications.sends.create",
+            "notifications.templates.manage",
+            "notifications.history.read",
+        }
+    ),
+}
+
+_SERVICE_GRANTS = (
+    _COURSES_GRANTS,
+    _PROFILES_GRANTS,
+    _FILES_GRANTS,
+    _ASSESSMENT_GRANTS,
+    _NOTES_GRANTS,
+    _NOTIFICATIONS_GRANTS,
+)
+
+
+def _granted(role: str) -> frozenset[str]:
+    out: set[str] = set()
+    for grants in _SERVICE_GRANTS:
+        out |= grants.get(role, frozenset())
+    return frozenset(out)
+
+
+_TENANT_ADMIN = _IDENTITY_ADMIN | _granted(TENANT_ADMIN)
 
 #: System roles exist in every tenant; their permission sets are part of the platform's code.
 SYSTEM_ROLES: Mapping[str, frozenset[str]] = {
@@ -66,19 +212,20 @@ SYSTEM_ROLES: Mapping[str, frozenset[str]] = {
     | _TENANT_ADMIN
     | {"identity.tenants.create", "identity.keys.rotate", "identity.platform.manage"},
     TENANT_ADMIN: _SELF | _TENANT_ADMIN,
-    INSTRUCTOR: _SELF
-    | {
-        "identity.users.read",
-        "courses.courses.manage",
-        "courses.enrollments.read",
-        "assessment.assignments.manage",
-        "assessment.grades.manage",
-    },
-    TEACHING_ASSISTANT: _SELF
-    | {"identity.users.read", "courses.enrollments.read", "assessment.grades.manage"},
-    STUDENT: _SELF | {"courses.courses.read", "assessment.submissions.create"},
-    STAFF: _SELF | {"identity.users.read", "courses.courses.read"},
+    INSTRUCTOR: _SELF | {"identity.users.read"} | _granted(INSTRUCTOR),
+    TEACHING_ASSISTANT: _SELF | {"identity.users.read"} | _granted(TEACHING_ASSISTANT),
+    STUDENT: _SELF | _granted(STUDENT),
+    STAFF: _SELF | {"identity.users.read"} | _granted(STAFF),
 }
+
+
+def role_permissions(roles: Iterable[str]) -> frozenset[str]:
+    """Union of the system roles' permissions (what a token for these roles carries)."""
+    out: set[str] = set()
+    for role in roles:
+        out |= SYSTEM_ROLES.get(role, frozenset())
+    return frozenset(out)
+
 
 #: Roles a tenant admin may hand out; platform_admin only exists in the platform tenant.
 TENANT_ASSIGNABLE_SYSTEM_ROLES = frozenset(SYSTEM_ROLES) - {PLATFORM_ADMIN}

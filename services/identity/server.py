@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-import nats
-from nats.aio.client import Client
 
 from services.identity import store
 from services.identity.api import SERVICE_NAMES, register_all
@@ -22,43 +17,12 @@ from services.identity.keyring import KeyRing
 from services.identity.keys import Sealer
 from suuupra_runtime.auth import JwtVerifier
 from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
-from suuupra_runtime.events import OutboxRelay, StreamSpec, ensure_streams
+from suuupra_runtime.events import NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.server import ServiceDefinition
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = "identity"
 STREAM = StreamSpec.for_domain(SERVICE)
-
-log = logging.getLogger(__name__)
-
-
-class NatsLink:
-    """Keeps one NATS connection for stream provisioning and readiness. Connecting retries in
-    the background, so the service starts (NOT_SERVING) while NATS is still down."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._nc: Client | None = None
-
-    async def ready(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
-
-    async def maintain(self) -> None:
-        while self._nc is None:
-            try:
-                nc = await nats.connect(
-                    self.url, name="identity", max_reconnect_attempts=-1, connect_timeout=2
-                )
-                await ensure_streams(nc.jetstream(), [STREAM])
-                self._nc = nc
-            except Exception:  # retried: NATS may come up after us
-                log.warning("NATS not reachable yet at %s; retrying", self.url, exc_info=True)
-                await asyncio.sleep(1.0)
-        await asyncio.Event().wait()  # stay alive; cancelled at stop
-
-    async def close(self) -> None:
-        if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
 
 
 @dataclass
@@ -94,7 +58,7 @@ async def build_wiring(
     reads = await store.FastReads.connect(database_url)
     identity = Identity(db, config, hashing, keys, events.emit, reads=reads)
     relay = OutboxRelay(db, nats_url)
-    link = NatsLink(nats_url)
+    link = NatsLink(nats_url, name=SERVICE, streams=[STREAM])
 
     async def migrations_ready() -> bool:
         return await migrations_applied(database_url, MIGRATIONS)

@@ -10,6 +10,7 @@ Public API (importable from here or from the submodule named in brackets):
 - `list_dead_letters(db, consumer=None)`, `replay_dead_letter(db, nc, id)`, `DeadLetter`
   [dead_letters]; CLI `python -m suuupra_runtime.events.dead_letters`
 - `replay_stream(nats_url, stream=, handlers=)` [replay]
+- `NatsLink(nats_url, name=, streams=)`: connection, stream provisioning, readiness [link]
 - header names [headers]
 
 Events are added to the outbox with `UnitOfWork.add_event` (`suuupra_runtime.db`). Submodules
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         replay_dead_letter,
     )
     from suuupra_runtime.events.envelope import EventEnvelope, current_envelope
+    from suuupra_runtime.events.link import NatsLink
     from suuupra_runtime.events.relay import OutboxRelay
     from suuupra_runtime.events.replay import ReplayHandler, replay_stream
     from suuupra_runtime.events.streams import (
@@ -47,6 +49,7 @@ _EXPORTS = {
     "replay_dead_letter": "dead_letters",
     "EventEnvelope": "envelope",
     "current_envelope": "envelope",
+    "NatsLink": "link",
     "OutboxRelay": "relay",
     "ReplayHandler": "replay",
     "replay_stream": "replay",
@@ -61,6 +64,7 @@ __all__ = [
     "EventConsumer",
     "EventEnvelope",
     "EventHandler",
+    "NatsLink",
     "OutboxRelay",
     "Outcome",
     "ReplayHandler",

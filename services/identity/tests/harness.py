@@ -4,13 +4,11 @@ in-process RuntimeServer on loopback ports, plus helpers to bootstrap tenants an
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
 from suuupra.identity.v1 import identity_service_pb2 as pb
 from suuupra.identity.v1 import identity_service_pb2_grpc as rpc
 
@@ -18,9 +16,10 @@ from services.identity import domain
 from services.identity.config import IdentityConfig
 from services.identity.server import Wiring, build_wiring, prepare_database
 from suuupra_runtime.config import ServerSettings
-from suuupra_runtime.grpc_errors import decode_status
 from suuupra_runtime.server import RuntimeServer
 from suuupra_runtime.testing.postgres import create_database, drop_database
+from suuupra_runtime.testing.rpc_errors import error_reason, field_violations, rid
+from suuupra_runtime.testing.tokens import bearer
 
 PASSWORD = "violet-harbour-lantern-42"
 
@@ -40,37 +39,6 @@ def lenient_throttles() -> dict[str, domain.ThrottlePolicy]:
         "account_throttle": replace(domain.ACCOUNT_THROTTLE, free_failures=1_000_000),
         "address_throttle": replace(domain.ADDRESS_THROTTLE, free_failures=1_000_000),
     }
-
-
-def bearer(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-def error_reason(err: grpc.aio.AioRpcError) -> str:
-    status = decode_status(err.trailing_metadata())
-    if status is None:
-        return ""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""
-
-
-def field_violations(err: grpc.aio.AioRpcError) -> list[str]:
-    status = decode_status(err.trailing_metadata())
-    out: list[str] = []
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out.extend(v.field for v in bad.field_violations)
-    return out
-
-
-def rid() -> str:
-    return str(uuid.uuid4())
 
 
 @dataclass
@@ -217,4 +185,12 @@ async def stop_harness(h: IdentityHarness) -> None:
         await drop_database(h.database_url)
 
 
-__all__ = ["prepare_database", "start_harness", "stop_harness"]
+__all__ = [
+    "bearer",
+    "error_reason",
+    "field_violations",
+    "prepare_database",
+    "rid",
+    "start_harness",
+    "stop_harness",
+]

@@ -41,18 +41,19 @@ def test_service_in_topology_without_manifests_fails(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     data = yaml.safe_load((ROOT / "mesh" / "topology.yaml").read_text())
-    data["services"]["notes"] = {
-        "port_block": 17400,
-        "database": "notes",
-        "grpc_packages": ["suuupra.notes.v1"],
-        "callers": [{"from": "edge", "rpcs": ["/suuupra.notes.v1."]}],
+    assert "glossary" not in data["services"]
+    data["services"]["glossary"] = {
+        "port_block": 17900,
+        "database": "glossary",
+        "grpc_packages": ["suuupra.glossary.v1"],
+        "callers": [{"from": "edge", "rpcs": ["/suuupra.glossary.v1."]}],
     }
     topology = tmp_path / "topology.yaml"
     topology.write_text(yaml.safe_dump(data))
     code, out = run(capsys, "--topology", str(topology), "check")
     assert code == 1
-    assert "service 'notes' is in the topology but k8s/services/notes/ is missing" in out
-    # The edge may now reach notes, so its policy (and Envoy config) are stale too.
+    assert "service 'glossary' is in the topology but k8s/services/glossary/ is missing" in out
+    # The edge may now reach glossary, so its policy (and Envoy config) are stale too.
     assert "k8s/edge/networkpolicy.yaml differs from what the topology generates" in out
 
 
@@ -136,10 +137,12 @@ def test_generate_handles_any_number_of_services(
         assert [p for o in objects for p in audit.service_port_problems(o, topology)] == []
         secrets = {"pg-identity", "pg-courses"}
         assert audit.reference_problems(objects, secrets) == []
-    # Back to the one-service topology: the extra directories are removed again.
+    # Back to the repository's topology: directories of services it lacks are removed again.
     assert run(capsys, "--k8s-dir", str(k8s_copy), "generate")[0] == 0
     assert run(capsys, "--k8s-dir", str(k8s_copy), "check") == (0, "k8s: ok\n")
-    assert [p.name for p in (k8s_copy / "services").iterdir() if p.is_dir()] == ["identity"]
+    assert sorted(p.name for p in (k8s_copy / "services").iterdir() if p.is_dir()) == sorted(
+        load_topology().services
+    )
 
 
 def test_secrets_command_prints_the_credentials_the_cluster_expects(

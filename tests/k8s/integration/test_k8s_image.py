@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from suuupra_runtime.mesh.topology import load_topology
 from tools.k8s.layout import RUN_AS
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -89,5 +90,8 @@ def test_every_program_the_manifests_start_exists() -> None:
     assert programs == {"envoy", "nats-server"}
     bin_dir = Path(sys.executable).parent
     assert all((bin_dir / program).exists() for program in programs)
-    assert modules == {"services.identity", "tools.k8s"}
+    services = {f"services.{name.replace('-', '_')}" for name in load_topology().services}
+    assert modules == services | {"tools.k8s"}
+    for module in services:
+        assert (ROOT / module.replace(".", "/") / "__main__.py").exists(), module
     assert (ROOT / "tools" / "k8s" / "__main__.py").exists()

@@ -22,6 +22,7 @@ import yaml
 from nats.js.api import StorageType
 
 from suuupra_runtime.events import StreamSpec, ensure_streams
+from suuupra_runtime.mesh.topology import load_topology
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPONENT = ROOT / "k8s" / "components" / "nats-jetstream"
@@ -164,7 +165,13 @@ def run_streams_job(node: Node) -> str:
 
 
 async def test_streams_job_creates_replicated_streams(cluster: list[Node]) -> None:
-    expected = "stream IDENTITY on ['suuupra.identity.v1.>']: 3 replicas\n"
+    domains = sorted(
+        (stream, name) for name, spec in load_topology().services.items() for stream in spec.streams
+    )
+    expected = "".join(
+        f"stream {stream} on ['suuupra.{name}.v1.>']: 3 replicas\n" for stream, name in domains
+    )
+    assert "stream IDENTITY on ['suuupra.identity.v1.>']: 3 replicas\n" in expected
     assert run_streams_job(cluster[1]) == expected
     assert run_streams_job(cluster[2]) == expected  # re-running changes nothing
     client = await nats.connect(f"nats://127.0.0.1:{cluster[0].client}")

@@ -36,7 +36,10 @@ from tools.k8s.layout import CERT_DIR, MTLS_PORT, POD
 ROOT = Path(__file__).resolve().parents[3]
 OVERLAYS = ("dev", "prod")
 # Created out of band by `python -m tools.k8s secrets` (passwords never live in git).
-EXTERNAL_SECRETS = frozenset({"pg-identity"})
+# Database credentials are created out of band (`python -m tools.k8s secrets`), one per database.
+EXTERNAL_SECRETS = frozenset(
+    f"pg-{spec.database}" for spec in load_topology().services.values() if spec.database
+)
 # Native sidecar containers (restartPolicy: Always on init containers) are GA from 1.33.
 MIN_KUBERNETES = (1, 33)
 
