@@ -22,8 +22,8 @@ What the server does (DESIGN.md §4):
 * `grpc.health.v1.Health` with real status for "" and every service name: NOT_SERVING until all
   readiness checks pass, re-polled every `readiness_interval_seconds` (a failing check flips back to
   NOT_SERVING); server reflection (v1alpha) for the registered services;
-* an HTTP endpoint (`SUUUPRA_HTTP_ADDR`): `/metrics`, `/healthz` (200 serving / 503 not) and the
-  definition's `http_routes`;
+* an HTTP endpoint (`SUUUPRA_HTTP_ADDR`): `/metrics`, `/healthz` (200 serving / 503 not), the
+  definition's exact `http_routes` and its `http_prefix_routes`;
 * SIGTERM/SIGINT → health NOT_SERVING everywhere → wait `drain_delay_seconds` so load balancers
   notice → `server.stop(grace_seconds)` (in-flight calls finish, new ones are refused) → cancel
   background tasks → run `on_stop` → return (exit 0).
@@ -50,7 +50,7 @@ from grpc_reflection.v1alpha import reflection
 from suuupra_runtime import metrics
 from suuupra_runtime.auth import HttpJwksProvider, JwtVerifier
 from suuupra_runtime.config import ServerSettings, split_host_port
-from suuupra_runtime.http_endpoint import HttpEndpoint, HttpHandler
+from suuupra_runtime.http_endpoint import HttpEndpoint, HttpHandler, HttpRequestHandler
 from suuupra_runtime.interceptors import RuntimeInterceptor
 from suuupra_runtime.logs import configure_logging
 from suuupra_runtime.tracing import configure_tracing
@@ -71,6 +71,9 @@ class ServiceDefinition:
     background: Sequence[Callable[[], Awaitable[None]]] = ()
     on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
     http_routes: Mapping[str, HttpHandler] = field(default_factory=dict)
+    # Path prefix → handler given the whole request (GET/HEAD/POST); the prefixes belong under the
+    # service's `http_paths` in mesh/topology.yaml so its sidecar routes them here.
+    http_prefix_routes: Mapping[str, HttpRequestHandler] = field(default_factory=dict)
     jwt_verifier: JwtVerifier | None = None
 
 
@@ -171,7 +174,9 @@ class RuntimeServer:
             host, http_port = split_host_port(settings.http_addr, "SUUUPRA_HTTP_ADDR")
             routes: dict[str, HttpHandler] = {"/metrics": _metrics, "/healthz": self._healthz}
             routes.update(self.definition.http_routes)
-            self._http = HttpEndpoint(routes, host, http_port)
+            self._http = HttpEndpoint(
+                routes, host, http_port, prefix_routes=self.definition.http_prefix_routes
+            )
             await self._http.start()
 
         await server.start()
