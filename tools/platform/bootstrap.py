@@ -12,8 +12,13 @@ from pathlib import Path
 
 from tools.demo_data import PlatformAdmin
 
-SECRET_VARIABLES = ("SUUUPRA_IDENTITY_KEY_ENCRYPTION_KEY", "SUUUPRA_IDENTITY_DELIVERY_KEY")
-"""Keys identity seals data with; random per state dir instead of the public dev defaults."""
+SECRET_VARIABLES = (
+    "SUUUPRA_IDENTITY_KEY_ENCRYPTION_KEY",
+    "SUUUPRA_IDENTITY_DELIVERY_KEY",
+    "SUUUPRA_FILES_LINK_KEY",
+)
+"""Keys identity seals data with and files signs download links with; random per state dir
+instead of public dev defaults."""
 
 
 class BootstrapError(RuntimeError):
