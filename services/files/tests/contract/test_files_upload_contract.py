@@ -17,6 +17,7 @@ from services.files.scanning import ScanSubject, ScanVerdict
 from services.files.tests.harness import (
     CHUNK,
     FilesHarness,
+    User,
     files_harness,
     pdf_bytes,
     png_bytes,
@@ -81,28 +82,31 @@ async def test_interrupted_20_mib_upload_resumes_with_right_checksum(h: FilesHar
     call = h.stub.UploadFile(first_half(), metadata=owner.md)
     assert (await call.initial_metadata())["x-upload-id"] == upload_id
     await sent.wait()
-    # Wait until the server holds the first half, then cut the call.
-    status = pb.GetUploadStatusResponse()
-    for _ in range(200):
-        status = await h.stub.GetUploadStatus(
-            pb.GetUploadStatusRequest(upload_id=upload_id), metadata=owner.md
-        )
-        if status.committed_offset >= 8 * MiB:
-            break
-        await asyncio.sleep(0.02)
+    # Wait until the server has checkpointed part of it (every 8 MiB), then cut the call.
+    await _offset_reaches(h, owner, upload_id, 8 * MiB)
     call.cancel()
-    for _ in range(200):
-        status = await h.stub.GetUploadStatus(
-            pb.GetUploadStatusRequest(upload_id=upload_id), metadata=owner.md
-        )
-        if status.committed_offset == half:
-            break
-        await asyncio.sleep(0.02)
-    assert status.state == file_pb2.UPLOAD_STATE_IN_PROGRESS
-    assert status.committed_offset == half  # every byte that arrived was kept
     listed = await h.stub.ListFiles(pb.ListFilesRequest(), metadata=owner.md)
     assert list(listed.files) == []  # nothing visible before the bytes are complete
-    resumed = await h.upload(owner, data, upload_id=upload_id, offset=status.committed_offset)
+    # Resume like a client would: ask where the upload stands, send the rest from there (and ask
+    # again if the server was still saving the interrupted stream's last bytes).
+    resumed_from: list[int] = []
+    resumed = None
+    while resumed is None:
+        status = await h.stub.GetUploadStatus(
+            pb.GetUploadStatusRequest(upload_id=upload_id), metadata=owner.md
+        )
+        assert status.state == file_pb2.UPLOAD_STATE_IN_PROGRESS
+        resumed_from.append(status.committed_offset)
+        try:
+            resumed = await h.upload(
+                owner, data, upload_id=upload_id, offset=status.committed_offset
+            )
+        except grpc.aio.AioRpcError as err:
+            assert error_reason(err) == "UPLOAD_OFFSET_MISMATCH"
+            assert len(resumed_from) < 50
+    # It continued from the bytes kept durably (at least the 8 MiB checkpoint, at most what was
+    # sent), not from the start.
+    assert 8 * MiB <= resumed_from[-1] <= half
     assert resumed.upload_id == upload_id
     assert resumed.file.sha256 == sha256(data)
     assert resumed.file.size_bytes == len(data)
@@ -237,6 +241,21 @@ async def test_new_version_of_a_file(h: FilesHarness) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.upload(other, pdf_bytes(100), file_id=first.file.file_id)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def _offset_reaches(
+    h: FilesHarness, owner: User, upload_id: str, offset: int
+) -> pb.GetUploadStatusResponse:
+    """Poll the upload's committed offset until it reaches `offset` (generous bound: the
+    machine may be loaded)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        status: pb.GetUploadStatusResponse = await h.stub.GetUploadStatus(
+            pb.GetUploadStatusRequest(upload_id=upload_id), metadata=owner.md
+        )
+        if status.committed_offset >= offset or asyncio.get_running_loop().time() > deadline:
+            return status
+        await asyncio.sleep(0.02)
 
 
 async def _used(h: FilesHarness) -> int:
