@@ -143,6 +143,12 @@ class Harness:
         await self.until(lambda: self._recipient_known(user_id), what=f"recipient {user_id}")
         return user_id
 
+    async def count(self, sql: str, *args: object) -> int:
+        """`SELECT count(*) ...` on the service's database."""
+        row = await self.wiring.database.fetchrow(sql, *args)
+        assert row is not None
+        return int(row[0])
+
     async def _recipient_known(self, user_id: str) -> bool:
         row = await self.wiring.database.fetchrow(
             "SELECT 1 FROM recipients WHERE tenant_id = $1 AND user_id = $2",
@@ -152,11 +158,11 @@ class Harness:
         return row is not None
 
     async def until(
-        self, check: Callable[[], Awaitable[T]], *, what: str, timeout: float = 10.0
+        self, check: Callable[[], Awaitable[T | None]], *, what: str, within: float = 10.0
     ) -> T:
         """Polls `check` until it returns something truthy (the worker and consumers run in
         the background)."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             result = await check()
             if result:
@@ -180,17 +186,20 @@ class Harness:
 
         async def check() -> res.Delivery | None:
             for d in await self.deliveries(user_id):
-                if d.channel == channel and (not kind or d.kind == kind):
-                    if not final or d.status != res.DELIVERY_STATUS_QUEUED:
-                        return d
+                if (
+                    d.channel == channel
+                    and (not kind or d.kind == kind)
+                    and (not final or d.status != res.DELIVERY_STATUS_QUEUED)
+                ):
+                    return d
             return None
 
         return await self.until(check, what=f"delivery on channel {channel} for {user_id}")
 
-    async def mails_to(self, address: str, count: int = 1, timeout: float = 10.0) -> list[str]:
+    async def mails_to(self, address: str, count: int = 1, within: float = 10.0) -> list[str]:
         """Bodies of the mails to `address`, once at least `count` arrived."""
         await asyncio.to_thread(
-            self.sink.wait_for, lambda _: len(self.sink.to(address)) >= count, timeout
+            self.sink.wait_for, lambda _: len(self.sink.to(address)) >= count, within
         )
         return [str(m.get_content()) for m in self.sink.to(address)]
 
@@ -232,8 +241,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-async def _wait_serving(service: RunningService, timeout: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_serving(service: RunningService, within: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not service.server.serving:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("notifications never became ready")

@@ -48,8 +48,7 @@ def _token(body: str) -> str:
 
 
 async def _delivery_rows(h: Harness) -> int:
-    row = await h.wiring.database.fetchrow("SELECT count(*) AS n FROM deliveries")
-    return int(row["n"])
+    return await h.count("SELECT count(*) FROM deliveries")
 
 
 async def test_sign_up_verification_and_reset_mails_carry_tokens_identity_accepts(
@@ -81,9 +80,7 @@ async def test_sign_up_verification_and_reset_mails_carry_tokens_identity_accept
     # Security mail carries no unsubscribe link: it cannot be turned off.
     assert mail["List-Unsubscribe"] is None
     await identity.users.VerifyEmail(ipb.VerifyEmailRequest(token=_token(bodies[0])))
-    me = await identity.users.GetCurrentUser(
-        ipb.GetCurrentUserRequest(), metadata=bearer(access)
-    )
+    me = await identity.users.GetCurrentUser(ipb.GetCurrentUserRequest(), metadata=bearer(access))
     assert me.user.email_verified
 
     await identity.users.RequestPasswordReset(
@@ -113,13 +110,13 @@ async def test_sign_up_verification_and_reset_mails_carry_tokens_identity_accept
         await nc.close()
 
     async def reprocessed() -> bool:
-        row = await notifier.wiring.database.fetchrow(
-            "SELECT count(*) AS n FROM inbox WHERE consumer = 'notifications-identity'"
+        handled = await notifier.count(
+            "SELECT count(*) FROM inbox WHERE consumer = 'notifications-identity'"
         )
         # UserCreated, two token events (and anything else identity emitted) handled again.
-        return int(row["n"]) >= 3
+        return handled >= 3
 
-    await notifier.until(reprocessed, what="the IDENTITY stream to be handled again", timeout=20)
+    await notifier.until(reprocessed, what="the IDENTITY stream to be handled again", within=20)
     await notifier.wiring.worker.run_once()
     assert len(notifier.sink.to(email)) == 2
     assert await _delivery_rows(notifier) == deliveries_before
