@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.identity import domain
 from services.identity.keys import StoredKey
+from suuupra_runtime.read_pool import ReadPool
 
 if TYPE_CHECKING:
     # Type-only: importing sqlalchemy.ext.asyncio needs greenlet, which pure reads do not.
@@ -1124,9 +1124,9 @@ async def insert_users_bulk(
 
 
 class FastReads:
-    """A small asyncpg pool for the per-request reads every authenticated call makes (get my
-    user). SQLAlchemy's session, pool pre-ping and row processing cost ~4x a raw asyncpg
-    point select; this path needs none of them."""
+    """The per-request reads every authenticated call makes (get my user), on the runtime's raw
+    asyncpg `ReadPool`: SQLAlchemy's session, pool pre-ping and row processing cost ~4x a raw
+    asyncpg point select; this path needs none of them."""
 
     _USER_WITH_ROLES = """
         SELECT u.user_id, u.tenant_id, u.email, u.display_name, u.status, u.email_verified,
@@ -1141,16 +1141,12 @@ class FastReads:
          WHERE u.tenant_id = $1 AND u.user_id = $2 AND u.status <> 'deleted'
     """
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: ReadPool) -> None:
         self._pool = pool
 
     @classmethod
     async def connect(cls, database_url: str, *, max_size: int = 10) -> FastReads:
-        url = sa.engine.make_url(database_url).set(drivername="postgresql")
-        pool = await asyncpg.create_pool(
-            url.render_as_string(hide_password=False), min_size=1, max_size=max_size
-        )
-        return cls(pool)
+        return cls(await ReadPool.connect(database_url, max_size=max_size))
 
     async def user_with_roles(
         self, tenant_id: str, user_id: str

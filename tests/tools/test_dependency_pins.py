@@ -19,7 +19,8 @@ def _direct_pins() -> dict[str, str]:
     for requirement in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
         name, sep, version = requirement.partition("==")
         assert sep, f"{requirement!r} is not pinned with =="
-        pins[_normalise(name)] = version
+        # `moto[server]`: the extra selects more packages, the pin is on `moto` itself.
+        pins[_normalise(name.split("[", 1)[0])] = version
     return pins
 
 

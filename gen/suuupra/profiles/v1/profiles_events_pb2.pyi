@@ -155,3 +155,32 @@ class UserFollowed(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UserFollowed: _TypeAlias = UserFollowed  # noqa: Y015
+
+@_typing.final
+class UserUnfollowed(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    FOLLOWER_ID_FIELD_NUMBER: _builtins.int
+    FOLLOWEE_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    follower_id: _builtins.str
+    followee_id: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        follower_id: _builtins.str = ...,
+        followee_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["followee_id", b"followee_id", "follower_id", b"follower_id", "occurred_at", b"occurred_at", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserUnfollowed: _TypeAlias = UserUnfollowed  # noqa: Y015
