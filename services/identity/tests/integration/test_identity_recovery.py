@@ -232,9 +232,7 @@ async def test_email_verification_once_and_expiry(h: IdentityHarness) -> None:
 async def test_sign_up_sends_the_verification_token(h: IdentityHarness) -> None:
     from suuupra.identity.v1 import tenant_pb2
 
-    await h.create_tenant(
-        "signup", settings=tenant_pb2.TenantSettings(self_signup_enabled=True)
-    )
+    await h.create_tenant("signup", settings=tenant_pb2.TenantSettings(self_signup_enabled=True))
     email = "learner@signup.test"
     signup = pb.SignUpRequest(
         request_id=str(uuid.uuid4()),
