@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -944,6 +944,69 @@ class Assessment:
             )
             for r in rows
         ], token
+
+    # --- reminders ------------------------------------------------------------------------
+
+    async def announce_due_soon(
+        self, horizon: timedelta = timedelta(hours=24), limit: int = 100
+    ) -> int:
+        """One sweep over every tenant: assignments due within `horizon` that were not announced
+        get one AssignmentDueSoon naming the students who have not submitted (and are not
+        exempt). SKIP LOCKED lets several replicas sweep without announcing anything twice."""
+        now = self.clock()
+        a, m, sub, exc = (
+            store.assignments,
+            store.batch_members,
+            store.submissions,
+            store.student_exceptions,
+        )
+        async with self.db.unit_of_work(tenant_id=None) as uow:
+            rows = (
+                await uow.session.execute(
+                    select(a)
+                    .where(
+                        a.c.state == domain.AssignmentState.PUBLISHED.value,
+                        a.c.due_soon_sent_at.is_(None),
+                        a.c.due_time > now,
+                        a.c.due_time <= now + horizon,
+                    )
+                    .order_by(a.c.due_time)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                assignment = store.assignment_of(row)
+                members = select(m.c.user_id).where(
+                    m.c.tenant_id == assignment.tenant_id,
+                    m.c.batch_id == assignment.batch_id,
+                    m.c.role == domain.BatchRole.STUDENT.value,
+                    m.c.active.is_(True),
+                    ~select(sub.c.submission_id)
+                    .where(
+                        sub.c.assignment_id == assignment.assignment_id,
+                        sub.c.student_id == m.c.user_id,
+                    )
+                    .exists(),
+                    ~select(exc.c.student_id)
+                    .where(
+                        exc.c.assignment_id == assignment.assignment_id,
+                        exc.c.student_id == m.c.user_id,
+                        exc.c.exempt.is_(True),
+                    )
+                    .exists(),
+                )
+                if assignment.section_id:
+                    members = members.where(m.c.section_id == assignment.section_id)
+                pending = tuple(sorted(await uow.session.scalars(members.distinct())))
+                if pending:
+                    self.emit(uow, domain.AssignmentDueSoon(assignment, pending, now))
+                await uow.session.execute(
+                    update(a)
+                    .where(a.c.assignment_id == assignment.assignment_id)
+                    .values(due_soon_sent_at=now)
+                )
+        return len(rows)
 
     # --- gradebook --------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ SERVICE = "assessment"
 STREAM = StreamSpec.for_domain(SERVICE)
 COURSES_STREAM = StreamSpec.for_domain("courses")
 ENROLLMENT_CONSUMER = "assessment-enrollments"
+DUE_SOON_INTERVAL_SECONDS = 60.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,6 +77,15 @@ async def build_wiring(
             await asyncio.sleep(0.05)
         await enrollments.run()
 
+    async def remind_due_soon() -> None:
+        # Reminders are not urgent to the second; a sweep a minute is plenty.
+        while True:
+            try:
+                await assessment.announce_due_soon()
+            except Exception:
+                log.exception("due-soon sweep failed; retrying next interval")
+            await asyncio.sleep(DUE_SOON_INTERVAL_SECONDS)
+
     async def close() -> None:
         await relay.close()
         await link.close()
@@ -84,7 +96,7 @@ async def build_wiring(
         register=lambda server: register_all(server, assessment),
         service_names=SERVICE_NAMES,
         readiness=[db.ping, migrations_ready, link.ready],
-        background=[link.maintain, relay.run, consume_enrollments],
+        background=[link.maintain, relay.run, consume_enrollments, remind_due_soon],
         on_stop=[close],
     )
     return Wiring(definition, assessment, db, database_url, relay, enrollments)
