@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.assessment import domain, store
-from services.assessment.files import FileStore
+from services.assessment.files import DownloadLink, FileStore
 from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.errors import (
     Aborted,
@@ -431,6 +431,32 @@ class Assessment:
         known = await self.files.describe(p.tenant_id, file_ids)
         facts = {fid: domain.FileFacts(f.owner_id, f.content_type) for fid, f in known.items()}
         domain.check_files(file_ids, facts, p.user_id, assignment.allowed_file_types)
+
+    async def grant_submission_files(
+        self, p: Principal, submission_id: str, batch_id: str, file_ids: Sequence[str]
+    ) -> None:
+        """After the submit committed (it calls the files service): the submission's graders may
+        read its files. Idempotent, so a retried submit simply grants again."""
+        if file_ids:
+            await self.files.grant_graders(
+                p.tenant_id, file_ids, batch_id=batch_id, submission_id=submission_id
+            )
+
+    async def submission_file_link(
+        self, p: Principal, submission_id: str, file_id: str
+    ) -> DownloadLink:
+        async with self.db.unit_of_work(tenant_id=p.tenant_id) as uow:
+            row = await store.load_submission(uow.session, p.tenant_id, submission_id)
+            if row is None:
+                raise _not_found("submission", submission_id)
+            actor, _ = await self._actor(uow.session, p, row.batch_id)
+        if not domain.may_see_student_work(actor, row.student_id):
+            raise PermissionDenied(
+                "students see only their own submissions", reason="NOT_YOUR_SUBMISSION"
+            )
+        if file_id not in row.file_ids:
+            raise _not_found("file", file_id)
+        return await self.files.download_link(p.tenant_id, file_id, submission_id=submission_id)
 
     async def submit(
         self,

@@ -11,7 +11,9 @@ from pathlib import Path
 from services.assessment import events
 from services.assessment.api import SERVICE_NAMES, register_all
 from services.assessment.files import FileStore, UnavailableFileStore
+from services.assessment.files_client import MeshFileStore
 from services.assessment.handlers import Assessment
+from suuupra_runtime.clients import close_channels
 from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.server import ServiceDefinition
@@ -87,6 +89,7 @@ async def build_wiring(
             await asyncio.sleep(DUE_SOON_INTERVAL_SECONDS)
 
     async def close() -> None:
+        await close_channels()
         await relay.close()
         await link.close()
         await db.dispose()
@@ -102,10 +105,17 @@ async def build_wiring(
     return Wiring(definition, assessment, db, database_url, relay, enrollments)
 
 
+def files_from_env() -> FileStore:
+    """The files service through this pod's sidecar (`SUUUPRA_OUTBOUND_ADDR`, which the dev
+    runner and k8s set); without one, file submissions are refused."""
+    outbound = os.environ.get("SUUUPRA_OUTBOUND_ADDR")
+    return MeshFileStore(outbound) if outbound else UnavailableFileStore()
+
+
 async def build() -> ServiceDefinition:
     server_url = os.environ.get("DATABASE_URL")
     if not server_url:
         raise SystemExit("DATABASE_URL (a PostgreSQL server URL) is required")
     nats_url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
     database_url = await prepare_database(server_url)
-    return (await build_wiring(database_url, nats_url)).definition
+    return (await build_wiring(database_url, nats_url, files=files_from_env())).definition
