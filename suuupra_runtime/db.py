@@ -11,6 +11,7 @@ Public API::
     async with db.unit_of_work(tenant_id="t1") as uow:   # one transaction per request
         await uow.session.execute(...)                   # AsyncSession
         event_id = uow.add_event(UserCreated(...), key="user-123")  # outbox row, same tx
+        uow.after_commit(worker.wake)                    # runs only if the commit succeeds
     # leaving the block commits; an exception rolls back (and drops the events)
 
     db = await open_service_database("identity", migrations_dir)  # all three steps below
@@ -32,10 +33,11 @@ migration exactly once. The service's version table is alembic's default `alembi
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -103,6 +105,8 @@ __all__ = [
     "service_database_url",
     "tenant_scoped",
 ]
+
+_log = logging.getLogger(__name__)
 
 RUNTIME_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 RUNTIME_VERSION_TABLE = "alembic_version_runtime"
@@ -268,6 +272,7 @@ class UnitOfWork:
         self.inherited_headers: Mapping[str, str] = dict(inherited_headers or {})
         self._session: AsyncSession | None = None
         self._events: list[dict[str, Any]] = []
+        self._after_commit: list[Callable[[], None]] = []
         self.committed = False
 
     @property
@@ -308,6 +313,12 @@ class UnitOfWork:
         )
         return str(event_id)
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this transaction has committed (never after a rollback), e.g. to
+        wake a worker or push to live subscribers only what is really stored. Callbacks run in
+        registration order; one that raises is logged and does not stop the others."""
+        self._after_commit.append(callback)
+
     async def __aenter__(self) -> UnitOfWork:
         self._session = self.db.sessions()
         await self._session.begin()
@@ -327,6 +338,11 @@ class UnitOfWork:
                     await session.execute(insert(outbox_table), self._events)
                 await session.commit()
                 self.committed = True
+                for callback in self._after_commit:
+                    try:
+                        callback()
+                    except Exception:
+                        _log.exception("after-commit callback failed")
             else:
                 await session.rollback()
         finally:

@@ -240,6 +240,12 @@ class Platform:
             f"Platform admin (tenant '{self.admin.tenant_slug}'): {self.admin.email} / "
             f"{self.admin.password}   (saved in {_display_path(self.layout.credentials)})"
         )
+        smtp_port = self.topology.infrastructure.smtp_port
+        if smtp_port is not None:
+            lines.append(
+                f"Mail: every mail the platform sends (SMTP sink 127.0.0.1:{smtp_port}) is a file "
+                f"in {_display_path(self.layout.maildir)}/new/"
+            )
         lines += ["", "Processes and logs:"]
         pids = self.supervisor.pids()
         for child in self.supervisor.children():

@@ -45,6 +45,13 @@ class Infrastructure:
     postgres_port: int
     nats_port: int
     nats_monitor_port: int
+    smtp_port: int | None = None
+    """The dev platform's SMTP sink (every mail sent in dev lands there); optional."""
+
+    def ports(self) -> tuple[int, ...]:
+        """Every port the infrastructure processes listen on."""
+        base = (self.postgres_port, self.nats_port, self.nats_monitor_port)
+        return base if self.smtp_port is None else (*base, self.smtp_port)
 
 
 @dataclass(frozen=True)
@@ -263,12 +270,16 @@ class _Parser:
 
     def infrastructure(self, data: Any) -> Infrastructure:
         keys = {"postgres_port", "nats_port", "nats_monitor_port"}
-        m = self.mapping(data, "infrastructure", keys)
+        m = self.mapping(data, "infrastructure", keys | {"smtp_port"})
         ports = {
             k: self.integer(self.required(m, k, "infrastructure"), f"infrastructure.{k}", 1, 65535)
             for k in sorted(keys)
         }
-        return Infrastructure(**ports)
+        smtp = m.get("smtp_port")
+        smtp_port = (
+            None if smtp is None else self.integer(smtp, "infrastructure.smtp_port", 1, 65535)
+        )
+        return Infrastructure(**ports, smtp_port=smtp_port)
 
     def edge(self, data: Any, services: Mapping[str, ServiceSpec]) -> EdgeSpec:
         m = self.mapping(
@@ -424,6 +435,8 @@ class _Parser:
         claim(infra.postgres_port, "infrastructure.postgres_port")
         claim(infra.nats_port, "infrastructure.nats_port")
         claim(infra.nats_monitor_port, "infrastructure.nats_monitor_port")
+        if infra.smtp_port is not None:
+            claim(infra.smtp_port, "infrastructure.smtp_port")
         for offset in range(PORT_BLOCK_SIZE):
             claim(edge.port_block + offset, "edge.port_block")
         for name, svc in services.items():

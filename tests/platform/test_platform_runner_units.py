@@ -59,7 +59,9 @@ def test_default_ports_avoid_the_standard_servers() -> None:
     ports = set(all_ports(load_topology()))
     assert not ports & {5432, 4222, 8222, 8080, 9901}
     edge_and_services = len(load_topology().services) + 1
-    assert len(ports) == 3 + PORT_BLOCK_SIZE * edge_and_services
+    infrastructure = len(load_topology().infrastructure.ports())
+    assert infrastructure == 4  # PostgreSQL, NATS client + monitoring, SMTP sink
+    assert len(ports) == infrastructure + PORT_BLOCK_SIZE * edge_and_services
 
 
 def test_a_port_offset_that_leaves_the_port_range_is_refused() -> None:
@@ -85,6 +87,24 @@ def test_service_environment_points_the_service_at_its_ports_and_the_platform() 
     assert env["SUUUPRA_JWKS_URL"] == f"http://127.0.0.1:{spec.http_port}/.well-known/jwks.json"
     assert env["PYTHONPATH"] == "/repo:/repo/gen"
     assert env["PATH"] == "/usr/bin"
+    assert "SUUUPRA_SMTP_ADDR" not in env  # no sink given
+
+
+def test_services_are_told_where_the_smtp_sink_listens() -> None:
+    topology = shift_ports(load_topology(), 1000)
+    original = load_topology().infrastructure.smtp_port
+    assert original is not None
+    assert topology.infrastructure.smtp_port == original + 1000
+    sink = f"127.0.0.1:{topology.infrastructure.smtp_port}"
+    env = service_environment(
+        topology,
+        topology.service("notifications"),
+        PlatformEndpoints("postgresql://x/postgres", "nats://x:1", smtp_addr=sink),
+        root=Path("/repo"),
+        log_level="info",
+        base={},
+    )
+    assert env["SUUUPRA_SMTP_ADDR"] == sink
 
 
 def test_demo_request_ids_are_stable_so_reloading_changes_nothing() -> None:

@@ -12,8 +12,14 @@ from pathlib import Path
 
 from tools.demo_data import PlatformAdmin
 
-SECRET_VARIABLES = ("SUUUPRA_IDENTITY_KEY_ENCRYPTION_KEY", "SUUUPRA_IDENTITY_DELIVERY_KEY")
-"""Keys identity seals data with; random per state dir instead of the public dev defaults."""
+SECRET_VARIABLES = (
+    "SUUUPRA_IDENTITY_KEY_ENCRYPTION_KEY",
+    "SUUUPRA_IDENTITY_DELIVERY_KEY",
+    "SUUUPRA_NOTIFICATIONS_SIGNING_KEY",
+)
+"""Keys identity seals data with (the delivery key is shared with notifications, which opens
+reset/verification tokens) and notifications signs unsubscribe links with; random per state dir
+instead of the public dev defaults."""
 
 
 class BootstrapError(RuntimeError):

@@ -1,15 +1,17 @@
 """PostgreSQL and NATS for the platform: embedded on the topology's ports, or external servers
-named by `DATABASE_URL` / `NATS_URL`."""
+named by `DATABASE_URL` / `NATS_URL`; and the SMTP sink every mail of the platform lands in."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 
 from suuupra_runtime.infra import EmbeddedNats, EmbeddedPostgres
 from suuupra_runtime.mesh.topology import Topology
 from tools.platform.layout import StateLayout
-from tools.platform.options import RunnerOptions
-from tools.platform.processes import Child, Supervisor
+from tools.platform.options import ROOT, RunnerOptions
+from tools.platform.processes import Child, Supervisor, start_process
 from tools.platform.service_env import PlatformEndpoints
 
 
@@ -58,7 +60,27 @@ def start_infrastructure(
         nats.start()
         nats_url = nats.url
         report(f"  ok   NATS JetStream on 127.0.0.1:{infra.nats_port} (pid {nats.pid})")
-    return PlatformEndpoints(database_url=database_url, nats_url=nats_url)
+    smtp_addr = None
+    if infra.smtp_port is not None:
+        smtp_addr = f"127.0.0.1:{infra.smtp_port}"
+        supervisor.add(
+            start_process(
+                "smtp-sink",
+                [
+                    sys.executable,
+                    "-m",
+                    "suuupra_runtime.infra.smtp_sink",
+                    "--port",
+                    str(infra.smtp_port),
+                    "--maildir",
+                    str(layout.maildir),
+                ],
+                log_path=layout.logs / "smtp-sink.log",
+                env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+            )
+        )
+        report(f"  ok   SMTP sink on {smtp_addr}: every mail lands in {layout.maildir}/new/")
+    return PlatformEndpoints(database_url=database_url, nats_url=nats_url, smtp_addr=smtp_addr)
 
 
 def _redact(url: str) -> str:

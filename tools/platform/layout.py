@@ -2,6 +2,7 @@
 
 <state>/data/postgres/       embedded PostgreSQL cluster (log: data/postgres.log)
 <state>/data/nats/           JetStream store (log: data/nats.log)
+<state>/mail/                every mail sent on the platform (SMTP sink), a Maildir: mail/new/
 <state>/certs/               dev CA, SPIFFE workload certificates, SDS files
 <state>/envoy/<name>.yaml    rendered Envoy bootstraps (sidecars and edge)
 <state>/logs/<name>.log      one log per service, sidecar and the edge
@@ -26,6 +27,10 @@ class StateLayout:
     @property
     def nats_store(self) -> Path:
         return self.root / "data" / "nats"
+
+    @property
+    def maildir(self) -> Path:
+        return self.root / "mail"
 
     @property
     def certs(self) -> Path:

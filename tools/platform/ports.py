@@ -24,6 +24,7 @@ def shift_ports(topology: Topology, offset: int) -> Topology:
             postgres_port=infra.postgres_port + offset,
             nats_port=infra.nats_port + offset,
             nats_monitor_port=infra.nats_monitor_port + offset,
+            smtp_port=None if infra.smtp_port is None else infra.smtp_port + offset,
         ),
         edge=dataclasses.replace(topology.edge, port_block=topology.edge.port_block + offset),
         services={
@@ -40,8 +41,7 @@ def shift_ports(topology: Topology, offset: int) -> Topology:
 def all_ports(topology: Topology, *, include_infrastructure: bool = True) -> Iterator[int]:
     """Every TCP port a dev platform for `topology` listens on."""
     if include_infrastructure:
-        infra = topology.infrastructure
-        yield from (infra.postgres_port, infra.nats_port, infra.nats_monitor_port)
+        yield from topology.infrastructure.ports()
     for block in (topology.edge.port_block, *(s.port_block for s in topology.services.values())):
         yield from range(block, block + PORT_BLOCK_SIZE)
 

@@ -21,6 +21,8 @@ class PlatformEndpoints:
     database_url: str
     """Server URL (maintenance database); each service derives and creates its own database."""
     nats_url: str
+    smtp_addr: str | None = None
+    """host:port of the SMTP server services send mail to (the dev platform's sink)."""
 
 
 def jwks_service(topology: Topology) -> ServiceSpec | None:
@@ -67,6 +69,8 @@ def service_environment(
         SUUUPRA_JWT_AUDIENCE=JWT_AUDIENCE,
         SUUUPRA_LOG_LEVEL=log_level,
     )
+    if endpoints.smtp_addr:
+        env["SUUUPRA_SMTP_ADDR"] = endpoints.smtp_addr
     url = jwks_url(topology)
     if url is not None:
         env["SUUUPRA_JWKS_URL"] = url

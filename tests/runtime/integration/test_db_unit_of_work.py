@@ -140,3 +140,23 @@ async def test_hot_path_reads_see_committed_rows(db: Database) -> None:
     assert row is not None and row["title"] == "hello"
     assert await db.fetchrow("SELECT title FROM notes WHERE id = $1", "missing") is None
     assert [r["id"] for r in await db.fetch("SELECT id FROM notes ORDER BY id")] == ["n1"]
+
+
+async def test_after_commit_callbacks_run_only_after_a_commit(db: Database) -> None:
+    ran: list[str] = []
+    async with db.unit_of_work(tenant_id="t1") as uow:
+        uow.after_commit(lambda: ran.append("first"))
+
+        def failing() -> None:
+            raise ZeroDivisionError
+
+        uow.after_commit(failing)  # a failing callback does not stop the next one
+        uow.after_commit(lambda: ran.append("second"))
+        assert ran == []  # not before the commit
+    assert ran == ["first", "second"]
+
+    with pytest.raises(RuntimeError):
+        async with db.unit_of_work(tenant_id="t1") as uow:
+            uow.after_commit(lambda: ran.append("rolled back"))
+            raise RuntimeError("boom")
+    assert ran == ["first", "second"]

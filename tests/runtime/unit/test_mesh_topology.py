@@ -177,3 +177,18 @@ def test_all_problems_are_reported_at_once() -> None:
         parse_topology(data)
     assert any(p.startswith("namespace:") for p in info.value.problems)
     assert any(p.startswith("services.courses.upstreams[0]:") for p in info.value.problems)
+
+
+def test_the_smtp_sink_port_is_optional_and_checked_for_collisions() -> None:
+    assert parse_topology(base()).infrastructure.smtp_port is None
+    data = base()
+    data["infrastructure"]["smtp_port"] = 17425
+    infra = parse_topology(data).infrastructure
+    assert infra.smtp_port == 17425
+    assert infra.ports() == (17432, 17422, 17423, 17425)
+    data["infrastructure"]["smtp_port"] = 17422
+    assert "infrastructure.smtp_port: port 17422 collides with infrastructure.nats_port" in (
+        problems(data)
+    )
+    data["infrastructure"]["smtp_port"] = "twenty"
+    assert "infrastructure.smtp_port: must be an integer" in problems(data)

@@ -1,0 +1,626 @@
+"""SQL for the notifications tables (schema in migrations/). Every statement names its tenant."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.notifications.domain import (
+    Category,
+    Channel,
+    PreferenceKey,
+    QuietHours,
+    Recipient,
+    Status,
+    unknown_recipient,
+)
+from services.notifications.templates import TemplateText
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    delivery_id: str
+    tenant_id: str
+    user_id: str
+    kind: str
+    category: Category
+    channel: Channel
+    source: str
+    status: Status
+    attempts: int
+    error: str
+    address: str
+    context: Mapping[str, Any]
+    template_version: int
+    due_at: dt.datetime
+    sent_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    notification_id: str
+    tenant_id: str
+    user_id: str
+    kind: str
+    category: Category
+    title: str
+    body: str
+    data: Mapping[str, str]
+    created_at: dt.datetime
+    read_at: dt.datetime | None = None
+    unread_count: int = 0
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "notification_id": self.notification_id,
+                "tenant_id": self.tenant_id,
+                "user_id": self.user_id,
+                "kind": self.kind,
+                "category": int(self.category),
+                "title": self.title,
+                "body": self.body,
+                "data": dict(self.data),
+                "created_at": self.created_at.isoformat(),
+                "unread_count": self.unread_count,
+            }
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> InboxItem:
+        d = json.loads(raw)
+        return cls(
+            notification_id=d["notification_id"],
+            tenant_id=d["tenant_id"],
+            user_id=d["user_id"],
+            kind=d["kind"],
+            category=Category(d["category"]),
+            title=d["title"],
+            body=d["body"],
+            data=d["data"],
+            created_at=dt.datetime.fromisoformat(d["created_at"]),
+            unread_count=d["unread_count"],
+        )
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    tenant_id: str
+    user_id: str
+    kind: str
+    category: Category
+    channel: Channel
+    source: str
+    status: Status
+    address: str
+    due_at: dt.datetime
+    context: Mapping[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+# --- recipients -------------------------------------------------------------------------------
+
+
+def _recipient(row: Any) -> Recipient:
+    quiet = (
+        QuietHours(row.quiet_start, row.quiet_end)
+        if row.quiet_start is not None and row.quiet_end is not None
+        else None
+    )
+    return Recipient(
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
+        email=row.email,
+        display_name=row.display_name,
+        active=row.active,
+        locale=row.locale,
+        time_zone=row.time_zone,
+        quiet_hours=quiet,
+        phone_number=row.phone_number,
+        push_tokens=tuple(row.push_tokens or ()),
+    )
+
+
+async def upsert_identity(
+    s: AsyncSession,
+    tenant_id: str,
+    user_id: str,
+    *,
+    email: str,
+    display_name: str,
+    now: dt.datetime,
+) -> None:
+    await s.execute(
+        text(
+            "INSERT INTO recipients (tenant_id, user_id, email, display_name, updated_at) "
+            "VALUES (:t, :u, :e, :d, :now) ON CONFLICT (tenant_id, user_id) DO UPDATE "
+            "SET email = EXCLUDED.email, display_name = EXCLUDED.display_name, "
+            "updated_at = EXCLUDED.updated_at"
+        ),
+        {"t": tenant_id, "u": user_id, "e": email, "d": display_name, "now": now},
+    )
+
+
+async def set_active(
+    s: AsyncSession, tenant_id: str, user_id: str, active: bool, now: dt.datetime, *, erase: bool
+) -> None:
+    await s.execute(
+        text(
+            "INSERT INTO recipients (tenant_id, user_id, active, updated_at) "
+            "VALUES (:t, :u, :a, :now) ON CONFLICT (tenant_id, user_id) DO UPDATE "
+            "SET active = EXCLUDED.active, updated_at = EXCLUDED.updated_at"
+        ),
+        {"t": tenant_id, "u": user_id, "a": active, "now": now},
+    )
+    if erase:
+        await s.execute(
+            text(
+                "UPDATE recipients SET email = '', display_name = '', phone_number = '', "
+                "push_tokens = '{}' WHERE tenant_id = :t AND user_id = :u"
+            ),
+            {"t": tenant_id, "u": user_id},
+        )
+
+
+async def recipients(
+    s: AsyncSession, tenant_id: str, user_ids: Sequence[str]
+) -> dict[str, Recipient]:
+    rows = await s.execute(
+        text("SELECT * FROM recipients WHERE tenant_id = :t AND user_id = ANY(:u)"),
+        {"t": tenant_id, "u": list(user_ids)},
+    )
+    found = {row.user_id: _recipient(row) for row in rows}
+    return {u: found.get(u) or unknown_recipient(tenant_id, u) for u in user_ids}
+
+
+async def save_settings(s: AsyncSession, r: Recipient, now: dt.datetime) -> None:
+    quiet = r.quiet_hours
+    await s.execute(
+        text(
+            "INSERT INTO recipients (tenant_id, user_id, locale, time_zone, quiet_start, "
+            "quiet_end, phone_number, push_tokens, updated_at) "
+            "VALUES (:t, :u, :l, :z, :qs, :qe, :p, :pt, :now) "
+            "ON CONFLICT (tenant_id, user_id) DO UPDATE SET locale = EXCLUDED.locale, "
+            "time_zone = EXCLUDED.time_zone, quiet_start = EXCLUDED.quiet_start, "
+            "quiet_end = EXCLUDED.quiet_end, phone_number = EXCLUDED.phone_number, "
+            "push_tokens = EXCLUDED.push_tokens, updated_at = EXCLUDED.updated_at"
+        ),
+        {
+            "t": r.tenant_id,
+            "u": r.user_id,
+            "l": r.locale,
+            "z": r.time_zone,
+            "qs": quiet.start_minute if quiet else None,
+            "qe": quiet.end_minute if quiet else None,
+            "p": r.phone_number,
+            "pt": list(r.push_tokens),
+            "now": now,
+        },
+    )
+
+
+# --- preferences ------------------------------------------------------------------------------
+
+
+async def explicit_preferences(
+    s: AsyncSession, tenant_id: str, user_ids: Sequence[str]
+) -> dict[str, dict[PreferenceKey, bool]]:
+    rows = await s.execute(
+        text(
+            "SELECT user_id, category, channel, enabled FROM preferences "
+            "WHERE tenant_id = :t AND user_id = ANY(:u)"
+        ),
+        {"t": tenant_id, "u": list(user_ids)},
+    )
+    out: dict[str, dict[PreferenceKey, bool]] = {u: {} for u in user_ids}
+    for row in rows:
+        out[row.user_id][(Category(row.category), Channel(row.channel))] = row.enabled
+    return out
+
+
+async def save_preferences(
+    s: AsyncSession,
+    tenant_id: str,
+    user_id: str,
+    changes: Iterable[tuple[Category, Channel, bool]],
+    now: dt.datetime,
+) -> None:
+    for category, channel, enabled in changes:
+        await s.execute(
+            text(
+                "INSERT INTO preferences (tenant_id, user_id, category, channel, enabled, "
+                "updated_at) VALUES (:t, :u, :c, :ch, :e, :now) "
+                "ON CONFLICT (tenant_id, user_id, category, channel) DO UPDATE "
+                "SET enabled = EXCLUDED.enabled, updated_at = EXCLUDED.updated_at"
+            ),
+            {"t": tenant_id, "u": user_id, "c": int(category), "ch": int(channel), "e": enabled,
+             "now": now},
+        )  # fmt: skip
+
+
+# --- courses projection -----------------------------------------------------------------------
+
+
+async def upsert_course(s: AsyncSession, tenant_id: str, course_id: str, title: str) -> None:
+    if not title:
+        return
+    await s.execute(
+        text(
+            "INSERT INTO courses (tenant_id, course_id, title) VALUES (:t, :c, :ti) "
+            "ON CONFLICT (tenant_id, course_id) DO UPDATE SET title = EXCLUDED.title"
+        ),
+        {"t": tenant_id, "c": course_id, "ti": title},
+    )
+
+
+async def course_title(s: AsyncSession, tenant_id: str, course_id: str) -> str:
+    title = await s.scalar(
+        text("SELECT title FROM courses WHERE tenant_id = :t AND course_id = :c"),
+        {"t": tenant_id, "c": course_id},
+    )
+    return str(title) if title else "your course"
+
+
+async def set_membership(
+    s: AsyncSession,
+    tenant_id: str,
+    batch_id: str,
+    user_id: str,
+    *,
+    course_id: str,
+    role: int,
+    active: bool,
+    now: dt.datetime,
+) -> None:
+    await s.execute(
+        text(
+            "INSERT INTO memberships (tenant_id, batch_id, user_id, course_id, role, active, "
+            "updated_at) VALUES (:t, :b, :u, :c, :r, :a, :now) "
+            "ON CONFLICT (tenant_id, batch_id, user_id) DO UPDATE SET role = EXCLUDED.role, "
+            "active = EXCLUDED.active, course_id = EXCLUDED.course_id, "
+            "updated_at = EXCLUDED.updated_at"
+        ),
+        {"t": tenant_id, "b": batch_id, "u": user_id, "c": course_id, "r": role, "a": active,
+         "now": now},
+    )  # fmt: skip
+
+
+async def batch_members(
+    s: AsyncSession, tenant_id: str, batch_id: str, roles: Sequence[int] | None = None
+) -> list[str]:
+    rows = await s.execute(
+        text(
+            "SELECT user_id FROM memberships WHERE tenant_id = :t AND batch_id = :b AND active "
+            "AND (CAST(:r AS smallint[]) IS NULL OR role = ANY(:r)) ORDER BY user_id"
+        ),
+        {"t": tenant_id, "b": batch_id, "r": list(roles) if roles is not None else None},
+    )
+    return [row.user_id for row in rows]
+
+
+# --- deliveries -------------------------------------------------------------------------------
+
+
+async def insert_deliveries(
+    s: AsyncSession, items: Sequence[NewDelivery], now: dt.datetime
+) -> dict[tuple[str, Channel], str]:
+    """Inserts each delivery unless its (tenant, source, user, channel) exists; returns the ids
+    of the new ones by (user, channel). A redelivered event therefore creates nothing."""
+    created: dict[tuple[str, Channel], str] = {}
+    for item in items:
+        delivery_id = str(uuid.uuid4())
+        got = await s.scalar(
+            text(
+                "INSERT INTO deliveries (delivery_id, tenant_id, user_id, kind, category, "
+                "channel, source, status, error, address, context, due_at, created_at, "
+                "updated_at) VALUES (:id, :t, :u, :k, :cat, :ch, :src, :st, :err, :addr, "
+                "CAST(:ctx AS jsonb), :due, :now, :now) "
+                "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING RETURNING delivery_id"
+            ),
+            {
+                "id": delivery_id,
+                "t": item.tenant_id,
+                "u": item.user_id,
+                "k": item.kind,
+                "cat": int(item.category),
+                "ch": int(item.channel),
+                "src": item.source,
+                "st": int(item.status),
+                "err": item.error,
+                "addr": item.address,
+                "ctx": json.dumps(dict(item.context)),
+                "due": item.due_at,
+                "now": now,
+            },
+        )
+        if got is not None:
+            created[(item.user_id, item.channel)] = delivery_id
+    return created
+
+
+def _delivery(row: Any) -> DeliveryRow:
+    return DeliveryRow(
+        delivery_id=str(row.delivery_id),
+        tenant_id=row.tenant_id,
+        user_id=row.user_id,
+        kind=row.kind,
+        category=Category(row.category),
+        channel=Channel(row.channel),
+        source=row.source,
+        status=Status(row.status),
+        attempts=row.attempts,
+        error=row.error,
+        address=row.address,
+        context=row.context,
+        template_version=row.template_version,
+        due_at=row.due_at,
+        sent_at=row.sent_at,
+        created_at=row.created_at,
+    )
+
+
+async def claim_due(
+    s: AsyncSession, now: dt.datetime, lease: dt.timedelta, limit: int
+) -> list[DeliveryRow]:
+    """Claims due deliveries for this worker: SKIP LOCKED lets workers in several processes
+    share the queue without waiting on each other; pushing `due_at` out by the lease hides a
+    claimed row from other workers after this transaction commits, and brings it back if this
+    worker dies before recording the outcome."""
+    rows = await s.execute(
+        text(
+            "UPDATE deliveries d SET due_at = :lease_end, attempts = d.attempts + 1, "
+            "updated_at = :now FROM (SELECT delivery_id FROM deliveries "
+            "WHERE status = 1 AND due_at <= :now ORDER BY due_at LIMIT :lim "
+            "FOR UPDATE SKIP LOCKED) due WHERE d.delivery_id = due.delivery_id RETURNING d.*"
+        ),
+        {"now": now, "lease_end": now + lease, "lim": limit},
+    )
+    return [_delivery(row) for row in rows]
+
+
+async def record_outcome(
+    s: AsyncSession,
+    delivery_id: str,
+    status: Status,
+    now: dt.datetime,
+    *,
+    error: str = "",
+    due_at: dt.datetime | None = None,
+    template_version: int | None = None,
+    attempts_at_least: int = 0,
+) -> None:
+    await s.execute(
+        text(
+            "UPDATE deliveries SET status = :st, error = :err, updated_at = :now, "
+            "attempts = GREATEST(attempts, :min_attempts), "
+            "sent_at = CASE WHEN :st = 2 THEN CAST(:now AS timestamptz) ELSE sent_at END, "
+            "due_at = COALESCE(CAST(:due AS timestamptz), due_at), "
+            "template_version = COALESCE(CAST(:tv AS integer), template_version) "
+            "WHERE delivery_id = :id"
+        ),
+        {"st": int(status), "err": error, "now": now, "due": due_at, "tv": template_version,
+         "id": delivery_id, "min_attempts": attempts_at_least},
+    )  # fmt: skip
+
+
+async def list_deliveries(
+    s: AsyncSession,
+    tenant_id: str,
+    *,
+    user_id: str,
+    status: Status | None,
+    channel: Channel | None,
+    kind: str,
+    after: tuple[dt.datetime, str] | None,
+    limit: int,
+) -> list[DeliveryRow]:
+    rows = await s.execute(
+        text(
+            "SELECT * FROM deliveries WHERE tenant_id = :t "
+            "AND (:u = '' OR user_id = :u) AND (CAST(:st AS smallint) IS NULL OR status = :st) "
+            "AND (CAST(:ch AS smallint) IS NULL OR channel = :ch) AND (:k = '' OR kind = :k) "
+            "AND (CAST(:ac AS timestamptz) IS NULL OR (created_at, delivery_id) < "
+            "(CAST(:ac AS timestamptz), CAST(:ai AS uuid))) "
+            "ORDER BY created_at DESC, delivery_id DESC LIMIT :lim"
+        ),
+        {
+            "t": tenant_id,
+            "u": user_id,
+            "st": int(status) if status is not None else None,
+            "ch": int(channel) if channel is not None else None,
+            "k": kind,
+            "ac": after[0] if after else None,
+            "ai": after[1] if after else None,
+            "lim": limit,
+        },
+    )
+    return [_delivery(row) for row in rows]
+
+
+# --- templates --------------------------------------------------------------------------------
+
+
+async def latest_template(
+    s: AsyncSession, tenant_id: str, kind: str, channel: Channel, locales: Sequence[str]
+) -> tuple[str, TemplateText] | None:
+    """The tenant's newest version for the first locale of `locales` that has one."""
+    rows = await s.execute(
+        text(
+            "SELECT DISTINCT ON (locale) locale, version, subject, body FROM templates "
+            "WHERE tenant_id = :t AND kind = :k AND channel = :ch AND locale = ANY(:l) "
+            "ORDER BY locale, version DESC"
+        ),
+        {"t": tenant_id, "k": kind, "ch": int(channel), "l": list(locales)},
+    )
+    by_locale = {row.locale: TemplateText(row.subject, row.body, row.version) for row in rows}
+    for locale in locales:
+        if locale in by_locale:
+            return locale, by_locale[locale]
+    return None
+
+
+@dataclass(frozen=True)
+class TemplateRow:
+    kind: str
+    channel: Channel
+    locale: str
+    version: int
+    subject: str
+    body: str
+    created_by: str
+    created_at: dt.datetime | None
+
+
+async def add_template_version(
+    s: AsyncSession,
+    tenant_id: str,
+    *,
+    kind: str,
+    channel: Channel,
+    locale: str,
+    subject: str,
+    body: str,
+    created_by: str,
+    now: dt.datetime,
+) -> TemplateRow:
+    # The advisory lock serialises concurrent version bumps of one template.
+    await s.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+        {"key": f"{tenant_id}|{kind}|{int(channel)}|{locale}"},
+    )
+    version = await s.scalar(
+        text(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM templates WHERE tenant_id = :t "
+            "AND kind = :k AND channel = :ch AND locale = :l"
+        ),
+        {"t": tenant_id, "k": kind, "ch": int(channel), "l": locale},
+    )
+    await s.execute(
+        text(
+            "INSERT INTO templates (tenant_id, kind, channel, locale, version, subject, body, "
+            "created_by, created_at) VALUES (:t, :k, :ch, :l, :v, :su, :b, :by, :now)"
+        ),
+        {"t": tenant_id, "k": kind, "ch": int(channel), "l": locale, "v": version, "su": subject,
+         "b": body, "by": created_by, "now": now},
+    )  # fmt: skip
+    return TemplateRow(kind, channel, locale, int(version or 1), subject, body, created_by, now)
+
+
+async def latest_templates(s: AsyncSession, tenant_id: str, kind: str) -> list[TemplateRow]:
+    rows = await s.execute(
+        text(
+            "SELECT DISTINCT ON (kind, channel, locale) * FROM templates WHERE tenant_id = :t "
+            "AND (:k = '' OR kind = :k) ORDER BY kind, channel, locale, version DESC"
+        ),
+        {"t": tenant_id, "k": kind},
+    )
+    return [
+        TemplateRow(
+            r.kind, Channel(r.channel), r.locale, r.version, r.subject, r.body, r.created_by,
+            r.created_at,
+        )
+        for r in rows
+    ]  # fmt: skip
+
+
+# --- inbox ------------------------------------------------------------------------------------
+
+
+async def insert_notification(
+    s: AsyncSession,
+    *,
+    tenant_id: str,
+    user_id: str,
+    delivery_id: str,
+    kind: str,
+    category: Category,
+    title: str,
+    body: str,
+    data: Mapping[str, str],
+    now: dt.datetime,
+) -> InboxItem | None:
+    notification_id = str(uuid.uuid4())
+    got = await s.scalar(
+        text(
+            "INSERT INTO notifications (notification_id, tenant_id, user_id, delivery_id, kind, "
+            "category, title, body, data, created_at) VALUES (:id, :t, :u, :d, :k, :c, :ti, "
+            ":b, CAST(:data AS jsonb), :now) ON CONFLICT (delivery_id) DO NOTHING "
+            "RETURNING notification_id"
+        ),
+        {"id": notification_id, "t": tenant_id, "u": user_id, "d": delivery_id, "k": kind,
+         "c": int(category), "ti": title, "b": body, "data": json.dumps(dict(data)), "now": now},
+    )  # fmt: skip
+    if got is None:
+        return None
+    unread = await unread_count(s, tenant_id, user_id)
+    return InboxItem(
+        notification_id, tenant_id, user_id, kind, category, title, body, dict(data), now,
+        unread_count=unread,
+    )  # fmt: skip
+
+
+async def unread_count(s: AsyncSession, tenant_id: str, user_id: str) -> int:
+    count = await s.scalar(
+        text(
+            "SELECT count(*) FROM notifications WHERE tenant_id = :t AND user_id = :u "
+            "AND read_at IS NULL"
+        ),
+        {"t": tenant_id, "u": user_id},
+    )
+    return int(count or 0)
+
+
+def _item(row: Any) -> InboxItem:
+    return InboxItem(
+        str(row.notification_id), row.tenant_id, row.user_id, row.kind, Category(row.category),
+        row.title, row.body, row.data, row.created_at, row.read_at,
+    )  # fmt: skip
+
+
+async def list_inbox(
+    s: AsyncSession,
+    tenant_id: str,
+    user_id: str,
+    *,
+    unread_only: bool,
+    after: tuple[dt.datetime, str] | None,
+    limit: int,
+) -> list[InboxItem]:
+    rows = await s.execute(
+        text(
+            "SELECT * FROM notifications WHERE tenant_id = :t AND user_id = :u "
+            "AND (NOT :unread OR read_at IS NULL) "
+            "AND (CAST(:ac AS timestamptz) IS NULL OR (created_at, notification_id) < "
+            "(CAST(:ac AS timestamptz), CAST(:ai AS uuid))) "
+            "ORDER BY created_at DESC, notification_id DESC LIMIT :lim"
+        ),
+        {"t": tenant_id, "u": user_id, "unread": unread_only, "ac": after[0] if after else None,
+         "ai": after[1] if after else None, "lim": limit},
+    )  # fmt: skip
+    return [_item(row) for row in rows]
+
+
+async def mark_read(
+    s: AsyncSession,
+    tenant_id: str,
+    user_id: str,
+    notification_ids: Sequence[str] | None,
+    now: dt.datetime,
+) -> int:
+    result = await s.execute(
+        text(
+            "UPDATE notifications SET read_at = :now WHERE tenant_id = :t AND user_id = :u "
+            "AND read_at IS NULL AND (CAST(:ids AS uuid[]) IS NULL OR notification_id = ANY(:ids))"
+        ),
+        {"t": tenant_id, "u": user_id, "now": now,
+         "ids": list(notification_ids) if notification_ids is not None else None},
+    )  # fmt: skip
+    return int(getattr(result, "rowcount", 0) or 0)
