@@ -965,8 +965,9 @@ class Courses:
             raise FailedPrecondition("the lesson is not released yet", reason="LESSON_NOT_RELEASED")
         score, max_score, results = domain.score_quiz(item.body, answers)
         attempt_id = domain.new_id()
-        # Serialise a learner's attempts at one quiz so attempt numbers never collide.
-        await self._batch(session, enrollment.tenant_id, batch_id, lock=True)
+        # Serialise one learner's attempts (their enrollment row) so attempt numbers never
+        # collide, without queueing the rest of the batch behind them.
+        await store.lock_enrollment(session, enrollment.enrollment_id)
         number = await store.insert_quiz_attempt(
             session, attempt_id=attempt_id, e=enrollment, lesson_id=lesson.lesson_id,
             item_id=item_id, version=version, score=score, max_score=max_score,
