@@ -310,7 +310,7 @@ class Courses:
         fingerprint = hashlib.sha256(
             repr((department_id, tag, language, query, managed_only)).encode()
         ).hexdigest()[:16]
-        after = domain.decode_page_token(page_token, fingerprint)[0] if page_token else None
+        after = domain.page_key(page_token, fingerprint, str) if page_token else None
         limit = domain.page_size(page_size)
         courses = await self.catalog.list(
             tenant,
@@ -863,7 +863,7 @@ class Courses:
                 [FieldViolation("batch_id", "give exactly one of batch_id and user_id")]
             )
         fingerprint = hashlib.sha256(repr((batch_id, user_id, status)).encode()).hexdigest()[:16]
-        after = int(domain.decode_page_token(page_token, fingerprint)[0]) if page_token else 0
+        after = domain.page_key(page_token, fingerprint, int) if page_token else 0
         limit = domain.page_size(page_size, default=100, maximum=500)
         async with self.db.sessions() as session:
             if not actor.is_service:
