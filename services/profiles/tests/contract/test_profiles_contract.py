@@ -212,6 +212,10 @@ async def test_bad_profile_input_is_rejected_with_field_violations_and_changes_n
         h.profiles.SearchProfiles(pb.SearchProfilesRequest(prefix=""), metadata=fred.metadata)
     )
     assert field_violations(err) == ["prefix"]
+    err = await _fails(
+        h.profiles.SearchProfiles(pb.SearchProfilesRequest(prefix="  \t "), metadata=fred.metadata)
+    )
+    assert field_violations(err) == ["prefix"]
 
 
 async def test_etag_guards_concurrent_edits(h: ProfilesHarness) -> None:
