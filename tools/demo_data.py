@@ -34,6 +34,9 @@ from suuupra.courses.v1 import courses_service_pb2 as courses_pb
 from suuupra.courses.v1 import courses_service_pb2_grpc as courses_grpc
 from suuupra.identity.v1 import identity_service_pb2 as identity_pb
 from suuupra.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from suuupra.notes.v1 import notes_events_pb2 as notes_ev
+from suuupra.notes.v1 import notes_service_pb2 as notes_pb
+from suuupra.notes.v1 import notes_service_pb2_grpc as notes_grpc
 
 DEMO_TENANT_SLUG = "demo-college"
 DEMO_TENANT_NAME = "Demo College"
@@ -217,6 +220,8 @@ async def load_demo_data(
                 if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # a concurrent loader won
                     raise
             report(f"  new  {account.role:<10} {account.email}")
+        if "notes" in services:
+            await _ensure_demo_note(channel, report)
     if "courses" not in services:
         report("  skip demo course: there is no courses service yet")
         return
@@ -224,6 +229,46 @@ async def load_demo_data(
         batch = await _ensure_demo_course(channel, report)
         if "assessment" in services:
             await _ensure_demo_assignment(channel, batch, report)
+
+
+async def _ensure_demo_note(channel: grpc.aio.Channel, report: Callable[[str], None]) -> None:
+    """The first demo student's note, shared read-only with the second (WatchNote shows it live).
+    Request ids are derived, so a rerun replays the first responses and changes nothing."""
+    author, reader = DEMO_STUDENTS[0], DEMO_STUDENTS[1]
+    author_token = _bearer(await login(channel, author.tenant_slug, author.email, author.password))
+    reader_id = (
+        await identity_grpc.UserServiceStub(channel).GetCurrentUser(
+            identity_pb.GetCurrentUserRequest(),
+            metadata=_bearer(
+                await login(channel, reader.tenant_slug, reader.email, reader.password)
+            ),
+            timeout=_TIMEOUT,
+        )
+    ).user.user_id
+    notes = notes_grpc.NoteServiceStub(channel)
+    note = (
+        await notes.CreateNote(
+            notes_pb.CreateNoteRequest(
+                request_id=request_id("note", author.email, "welcome"),
+                title="Study plan",
+                body="# Week 1\n\n- [ ] Read *What is an algorithm?*\n- [ ] Try the quiz",
+                tags=["plan", "week-1"],
+            ),
+            metadata=author_token,
+            timeout=_TIMEOUT,
+        )
+    ).note
+    await notes.ShareNote(
+        notes_pb.ShareNoteRequest(
+            request_id=request_id("note", author.email, "welcome", "share", reader.email),
+            note_id=note.note_id,
+            user_id=reader_id,
+            permission=notes_ev.SHARE_PERMISSION_READ,
+        ),
+        metadata=author_token,
+        timeout=_TIMEOUT,
+    )
+    report(f"  have note       '{note.title}' by {author.email}, shared with {reader.email}")
 
 
 DEMO_COURSE_CODE = "DEMO101"
@@ -435,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     admin = PlatformAdmin.load_or_create(args.platform_admin_file)
-    asyncio.run(load_demo_data(args.edge, admin, services=("identity", "courses")))
+    asyncio.run(load_demo_data(args.edge, admin, services=("identity", "courses", "notes")))
     return 0
 
 

@@ -139,3 +139,12 @@ def test_watch_note_over_grpc_web_through_the_edge(platform: RunningPlatform) ->
             )
         finally:
             connection.close()
+
+
+def test_the_demo_note_is_shared_with_the_second_student(platform: RunningPlatform) -> None:
+    with grpc.insecure_channel(platform.edge) as channel:
+        token, _ = _login(channel, 1)
+        shared = rpc.NoteServiceStub(channel).ListSharedNotes(
+            pb.ListSharedNotesRequest(), metadata=_bearer(token), timeout=10
+        )
+        assert "Study plan" in {n.title for n in shared.notes}
