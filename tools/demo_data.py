@@ -480,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     admin = PlatformAdmin.load_or_create(args.platform_admin_file)
-    asyncio.run(load_demo_data(args.edge, admin, services=("identity", "courses", "notes")))
+    services = ("identity", "courses", "notes", "assessment")
+    asyncio.run(load_demo_data(args.edge, admin, services=services))
     return 0
 
 
