@@ -399,9 +399,11 @@ async def record_outcome(
 ) -> None:
     await s.execute(
         text(
-            "UPDATE deliveries SET status = :st, error = :err, updated_at = :now, "
-            "attempts = GREATEST(attempts, :min_attempts), "
-            "sent_at = CASE WHEN :st = 2 THEN CAST(:now AS timestamptz) ELSE sent_at END, "
+            "UPDATE deliveries SET status = CAST(:st AS smallint), error = :err, "
+            "updated_at = CAST(:now AS timestamptz), "
+            "attempts = GREATEST(attempts, CAST(:min_attempts AS integer)), "
+            "sent_at = CASE WHEN CAST(:st AS smallint) = 2 THEN CAST(:now AS timestamptz) "
+            "ELSE sent_at END, "
             "due_at = COALESCE(CAST(:due AS timestamptz), due_at), "
             "template_version = COALESCE(CAST(:tv AS integer), template_version) "
             "WHERE delivery_id = :id"
