@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qs
 
 from suuupra_runtime.http_endpoint import HttpEndpoint, HttpRequest, HttpResponse
@@ -25,7 +26,7 @@ class FakeApi:
     """Answers scripted (status, JSON body) pairs in order, then succeeds; records requests."""
 
     script: list[tuple[int, dict[str, object]]] = field(default_factory=list)
-    requests: list[dict[str, object]] = field(default_factory=list)
+    requests: list[Any] = field(default_factory=list)
     port: int = 0
 
     @property

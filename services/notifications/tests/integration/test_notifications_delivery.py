@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -19,6 +20,7 @@ from suuupra.notifications.v1 import notifications_service_pb2 as pb
 
 from services.identity.keys import Sealer
 from services.notifications.domain import Channel
+from services.notifications.providers import Provider
 from services.notifications.providers.push import FcmPush
 from services.notifications.providers.sms import TwilioSms
 from services.notifications.tests.fake_providers import (
@@ -69,14 +71,15 @@ async def _inbox(h: Harness, user_id: str, count: int) -> list[res.Notification]
     return await h.until(check, what=f"{count} inbox notification(s)")
 
 
-async def _set(h: Harness, user_id: str, fields: list[str], **prefs: object) -> res.Preferences:
+async def _set(h: Harness, user_id: str, fields: list[str], **prefs: Any) -> res.Preferences:
     reply = await h.preferences.UpdatePreferences(
         pb.UpdatePreferencesRequest(
             request_id=rid(), preferences=res.Preferences(**prefs), fields=fields
         ),
         metadata=h.auth(user_id),
     )
-    return reply.preferences
+    preferences: res.Preferences = reply.preferences
+    return preferences
 
 
 # --- preferences and quiet hours ---------------------------------------------------------------
@@ -142,7 +145,7 @@ async def test_a_category_turned_off_gets_nothing_there_but_security_mail_still_
         user,
         ["channels"],
         channels=[
-            res.ChannelPreference(category=c, channel=EMAIL, enabled=False)
+            res.ChannelPreference(category=res.Category.ValueType(c), channel=EMAIL, enabled=False)
             for c in range(2, 7)  # every category but security
         ],
     )
@@ -234,7 +237,7 @@ async def apis(
         serving(FakeFcm(), "/v1/") as fcm,
     ):
         assert isinstance(twilio, FakeTwilio) and isinstance(fcm, FakeFcm)
-        providers = {
+        providers: dict[Channel, Provider] = {
             Channel.SMS: TwilioSms(twilio.url, ACCOUNT_SID, AUTH_TOKEN, "+15550001111"),
             Channel.PUSH: FcmPush(fcm.url, PUSH_PROJECT, PUSH_TOKEN),
         }
@@ -259,7 +262,7 @@ async def _phone_user(h: Harness, phone: str) -> str:
     return user
 
 
-async def _announce(h: Harness, user_ids: list[str], channels: list[int]) -> None:
+async def _announce(h: Harness, user_ids: list[str], channels: list[res.Channel.ValueType]) -> None:
     await h.sends.SendNotification(
         pb.SendNotificationRequest(
             request_id=rid(),
