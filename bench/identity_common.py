@@ -50,6 +50,29 @@ def _pinned(argv: list[str]) -> list[str]:
     return [taskset, "-c", str(SERVER_CPU), *argv] if taskset else argv
 
 
+def repo_pythonpath() -> str:
+    return os.pathsep.join(
+        p for p in (str(ROOT), str(ROOT / "gen"), os.environ.get("PYTHONPATH", "")) if p
+    )
+
+
+@contextlib.contextmanager
+def pinned_process(argv: list[str], env: dict[str, str] | None = None) -> Iterator[Any]:
+    """`argv` on the server CPU, output discarded; terminated (then killed) on exit."""
+    proc = subprocess.Popen(
+        _pinned(argv), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class Infra:
     database_url: str
@@ -84,9 +107,7 @@ def identity_process(infra: Infra, **extra_env: str) -> Iterator[IdentityProcess
     port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(ROOT), str(ROOT / "gen"), os.environ.get("PYTHONPATH", "")) if p
-        ),
+        "PYTHONPATH": repo_pythonpath(),
         "DATABASE_URL": infra.database_url,
         "NATS_URL": infra.nats_url,
         "SUUUPRA_IDENTITY_DATABASE_NAME": name,
@@ -110,23 +131,9 @@ def identity_process(infra: Infra, **extra_env: str) -> Iterator[IdentityProcess
     )
     if boot.returncode != 0:
         raise SystemExit(f"bootstrap failed: {boot.stderr}")
-    proc = subprocess.Popen(
-        _pinned([sys.executable, "-m", "services.identity"]),
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with pinned_process([sys.executable, "-m", "services.identity"], env) as proc:
         asyncio.run(wait_serving(f"127.0.0.1:{port}"))
         yield IdentityProcess(proc, f"127.0.0.1:{port}", env)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -135,44 +142,23 @@ def runtime_echo_process(jwks_url: str) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(ROOT), str(ROOT / "gen"), os.environ.get("PYTHONPATH", "")) if p
-        ),
+        "PYTHONPATH": repo_pythonpath(),
         "SUUUPRA_GRPC_ADDR": f"127.0.0.1:{port}",
         "SUUUPRA_HTTP_ADDR": f"127.0.0.1:{free_port()}",
         "SUUUPRA_JWKS_URL": jwks_url,
         "SUUUPRA_LOG_LEVEL": "WARNING",
     }
-    proc = subprocess.Popen(
-        _pinned([sys.executable, "-m", "suuupra_runtime.testing.echo_service"]),
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with pinned_process([sys.executable, "-m", "suuupra_runtime.testing.echo_service"], env):
         asyncio.run(wait_serving(f"127.0.0.1:{port}", health=False))
         yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 @contextlib.contextmanager
 def echo_process() -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen(
-        _pinned([sys.executable, str(Path(__file__)), "echo", str(port)]),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with pinned_process([sys.executable, str(Path(__file__)), "echo", str(port)]):
         asyncio.run(wait_serving(f"127.0.0.1:{port}", health=False))
         yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 async def wait_serving(target: str, *, health: bool = True, wait_seconds: float = 60) -> None:
@@ -203,6 +189,41 @@ async def platform_token(target: str) -> str:
             pb.LoginRequest(tenant_slug="platform", email="root@bench.test", password=PASSWORD)
         )
         return str(login.tokens.access_token)
+
+
+# -- load generation
+
+CONCURRENCY = 32
+
+
+async def rate(call: Any, seconds: float) -> float:
+    """Calls per second of `call` from CONCURRENCY concurrent workers (after a warm-up)."""
+    for _ in range(50):
+        await call()
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await call()
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return done / (time.perf_counter() - start)
+
+
+async def echo_rate(target: str, seconds: float, token: str = "") -> float:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = echo_rpc.EchoServiceStub(channel)
+        request = echo_pb.EchoRequest(message="x" * 64)
+        metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+        async def call() -> None:
+            await stub.Echo(request, metadata=metadata)
+
+        return await rate(call, seconds)
 
 
 # -- the bare baseline server ---------------------------------------------------------------------

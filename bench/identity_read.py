@@ -15,9 +15,7 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import grpc
 
@@ -25,38 +23,20 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
 
 from suuupra.identity.v1 import identity_service_pb2 as pb  # noqa: E402
 from suuupra.identity.v1 import identity_service_pb2_grpc as rpc  # noqa: E402
-from suuupra.testing.v1 import echo_service_pb2 as echo_pb  # noqa: E402
-from suuupra.testing.v1 import echo_service_pb2_grpc as echo_rpc  # noqa: E402
 
 from bench.identity_common import (  # noqa: E402
     CLIENT_CPU,
+    CONCURRENCY,
     RESULTS,
     echo_process,
+    echo_rate,
     identity_process,
     infrastructure,
     pin_self,
     platform_token,
+    rate,
     runtime_echo_process,
 )
-
-CONCURRENCY = 32
-
-
-async def _rate(call: Any, seconds: float) -> float:
-    for _ in range(50):
-        await call()
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < stop:
-            await call()
-            done += 1
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-    return done / (time.perf_counter() - start)
 
 
 async def _identity_rate(target: str, token: str, seconds: float) -> float:
@@ -68,19 +48,7 @@ async def _identity_rate(target: str, token: str, seconds: float) -> float:
         async def call() -> None:
             await stub.GetCurrentUser(request, metadata=metadata)
 
-        return await _rate(call, seconds)
-
-
-async def _echo_rate(target: str, seconds: float, token: str = "") -> float:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = echo_rpc.EchoServiceStub(channel)
-        request = echo_pb.EchoRequest(message="x" * 64)
-        metadata = (("authorization", f"Bearer {token}"),) if token else ()
-
-        async def call() -> None:
-            await stub.Echo(request, metadata=metadata)
-
-        return await _rate(call, seconds)
+        return await rate(call, seconds)
 
 
 def main() -> None:
@@ -98,8 +66,8 @@ def main() -> None:
         with runtime_echo_process(jwks) as runtime_echo:
             for _ in range(args.rounds):
                 identity_rps.append(asyncio.run(_identity_rate(ident.target, token, args.seconds)))
-                echo_rps.append(asyncio.run(_echo_rate(echo, args.seconds)))
-                runtime_rps.append(asyncio.run(_echo_rate(runtime_echo, args.seconds, token)))
+                echo_rps.append(asyncio.run(echo_rate(echo, args.seconds)))
+                runtime_rps.append(asyncio.run(echo_rate(runtime_echo, args.seconds, token)))
     ratios = [i / e for i, e in zip(identity_rps, echo_rps, strict=True)]
     result = {
         "benchmark": "identity_read",

@@ -1,10 +1,11 @@
 # mypy: disable-error-code="import-untyped"
 """Demo data for the dev platform, loaded through the edge with the real RPCs.
 
-A tenant "Demo College" with a tenant admin, an instructor and three students (and a course once a
-courses service exists). Loading is idempotent: it creates only what is missing (the demo admin
-can log in → the tenant exists; users are listed first), and every create carries a request id
-derived from what it creates, so a restart or a retried call changes nothing.
+A tenant "Demo College" with a tenant admin, an instructor and three students, and (when the
+courses service runs) a published course DEMO101 with an open batch the students are enrolled
+in. Loading is idempotent: it creates only what is missing (the demo admin can log in → the
+tenant exists; users are listed first), and every create carries a request id derived from
+what it creates, so a restart or a retried call changes nothing.
 
 Run alone against a running platform: `python -m tools.demo_data --edge 127.0.0.1:17000
 --platform-admin-file .suuupra/demo-credentials.json`.
@@ -23,8 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from suuupra.courses.v1 import course_pb2
+from suuupra.courses.v1 import courses_service_pb2 as courses_pb
+from suuupra.courses.v1 import courses_service_pb2_grpc as courses_grpc
 from suuupra.identity.v1 import identity_service_pb2 as identity_pb
 from suuupra.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from suuupra.notes.v1 import notes_events_pb2 as notes_ev
+from suuupra.notes.v1 import notes_service_pb2 as notes_pb
+from suuupra.notes.v1 import notes_service_pb2_grpc as notes_grpc
 
 DEMO_TENANT_SLUG = "demo-college"
 DEMO_TENANT_NAME = "Demo College"
@@ -208,8 +215,167 @@ async def load_demo_data(
                 if err.code() != grpc.StatusCode.ALREADY_EXISTS:  # a concurrent loader won
                     raise
             report(f"  new  {account.role:<10} {account.email}")
+        if "notes" in services:
+            await _ensure_demo_note(channel, report)
     if "courses" not in services:
         report("  skip demo course: there is no courses service yet")
+        return
+    async with grpc.aio.insecure_channel(edge_address) as channel:
+        await _ensure_demo_course(channel, report)
+
+
+async def _ensure_demo_note(channel: grpc.aio.Channel, report: Callable[[str], None]) -> None:
+    """The first demo student's note, shared read-only with the second (WatchNote shows it live).
+    Request ids are derived, so a rerun replays the first responses and changes nothing."""
+    author, reader = DEMO_STUDENTS[0], DEMO_STUDENTS[1]
+    author_token = _bearer(await login(channel, author.tenant_slug, author.email, author.password))
+    reader_id = (
+        await identity_grpc.UserServiceStub(channel).GetCurrentUser(
+            identity_pb.GetCurrentUserRequest(),
+            metadata=_bearer(
+                await login(channel, reader.tenant_slug, reader.email, reader.password)
+            ),
+            timeout=_TIMEOUT,
+        )
+    ).user.user_id
+    notes = notes_grpc.NoteServiceStub(channel)
+    note = (
+        await notes.CreateNote(
+            notes_pb.CreateNoteRequest(
+                request_id=request_id("note", author.email, "welcome"),
+                title="Study plan",
+                body="# Week 1\n\n- [ ] Read *What is an algorithm?*\n- [ ] Try the quiz",
+                tags=["plan", "week-1"],
+            ),
+            metadata=author_token,
+            timeout=_TIMEOUT,
+        )
+    ).note
+    await notes.ShareNote(
+        notes_pb.ShareNoteRequest(
+            request_id=request_id("note", author.email, "welcome", "share", reader.email),
+            note_id=note.note_id,
+            user_id=reader_id,
+            permission=notes_ev.SHARE_PERMISSION_READ,
+        ),
+        metadata=author_token,
+        timeout=_TIMEOUT,
+    )
+    report(f"  have note       '{note.title}' by {author.email}, shared with {reader.email}")
+
+
+DEMO_COURSE_CODE = "DEMO101"
+
+
+async def _ensure_demo_course(channel: grpc.aio.Channel, report: Callable[[str], None]) -> None:
+    """A published course (one module, two lessons, a quiz) with an open batch of 10 seats and the
+    demo students enrolled. Every call carries a request id derived from what it creates, so a
+    rerun replays the first responses (the courses service remembers them) and changes nothing."""
+    instructor = _bearer(
+        await login(channel, DEMO_TENANT_SLUG, DEMO_INSTRUCTOR.email, DEMO_INSTRUCTOR.password)
+    )
+    courses = courses_grpc.CourseServiceStub(channel)
+    batches = courses_grpc.BatchServiceStub(channel)
+    enrollments = courses_grpc.EnrollmentServiceStub(channel)
+
+    def rid(*parts: str) -> str:
+        return request_id("course", DEMO_COURSE_CODE, *parts)
+
+    course = (
+        await courses.CreateCourse(
+            courses_pb.CreateCourseRequest(
+                request_id=rid("create"),
+                code=DEMO_COURSE_CODE,
+                title="Introduction to Algorithms",
+                description="Sorting, searching and the ideas behind them.",
+                language="en",
+                tags=["algorithms", "beginner"],
+            ),
+            metadata=instructor,
+            timeout=_TIMEOUT,
+        )
+    ).course
+    module = (
+        await courses.CreateModule(
+            courses_pb.CreateModuleRequest(
+                request_id=rid("module"), course_id=course.course_id, title="Getting started"
+            ),
+            metadata=instructor,
+            timeout=_TIMEOUT,
+        )
+    ).module
+    lesson_ids: list[str] = []
+    for index, title in enumerate(("What is an algorithm?", "Sorting")):
+        lesson = await courses.CreateLesson(
+            courses_pb.CreateLessonRequest(
+                request_id=rid("lesson", str(index)),
+                course_id=course.course_id,
+                module_id=module.module_id,
+                title=title,
+                prerequisite_lesson_ids=lesson_ids[-1:],
+            ),
+            metadata=instructor,
+            timeout=_TIMEOUT,
+        )
+        lesson_ids.append(lesson.lesson.lesson_id)
+    items = (
+        course_pb2.ContentItem(
+            title="Reading", article=course_pb2.Article(markdown="# Algorithms\n\nStep by step.")
+        ),
+        course_pb2.ContentItem(
+            title="Check yourself",
+            quiz=course_pb2.Quiz(
+                questions=[
+                    course_pb2.QuizQuestion(
+                        prompt="Average cost of quicksort?",
+                        choices=[
+                            course_pb2.QuizChoice(text="O(n log n)"),
+                            course_pb2.QuizChoice(text="O(n^2)"),
+                        ],
+                        correct_choice_ids=["a"],
+                    )
+                ]
+            ),
+        ),
+    )
+    for index, (lesson_id, item) in enumerate(zip(lesson_ids, items, strict=True)):
+        await courses.CreateContentItem(
+            courses_pb.CreateContentItemRequest(
+                request_id=rid("item", str(index)), course_id=course.course_id,
+                lesson_id=lesson_id, item=item,
+            ),
+            metadata=instructor,
+            timeout=_TIMEOUT,
+        )  # fmt: skip
+    await courses.PublishCourse(
+        courses_pb.PublishCourseRequest(request_id=rid("publish"), course_id=course.course_id),
+        metadata=instructor,
+        timeout=_TIMEOUT,
+    )
+    batch = (
+        await batches.CreateBatch(
+            courses_pb.CreateBatchRequest(
+                request_id=rid("batch"), course_id=course.course_id, name="Demo cohort", capacity=10
+            ),
+            metadata=instructor,
+            timeout=_TIMEOUT,
+        )
+    ).batch
+    await batches.OpenBatch(
+        courses_pb.OpenBatchRequest(request_id=rid("open"), batch_id=batch.batch_id),
+        metadata=instructor,
+        timeout=_TIMEOUT,
+    )
+    for student in DEMO_STUDENTS:
+        token = await login(channel, student.tenant_slug, student.email, student.password)
+        await enrollments.Enroll(
+            courses_pb.EnrollRequest(
+                request_id=rid("enroll", student.email), batch_id=batch.batch_id
+            ),
+            metadata=_bearer(token),
+            timeout=_TIMEOUT,
+        )
+    report(f"  have course     {DEMO_COURSE_CODE} (batch {batch.batch_id}, 3 students enrolled)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -223,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     admin = PlatformAdmin.load_or_create(args.platform_admin_file)
-    asyncio.run(load_demo_data(args.edge, admin, services=("identity",)))
+    asyncio.run(load_demo_data(args.edge, admin, services=("identity", "courses", "notes")))
     return 0
 
 

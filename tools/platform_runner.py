@@ -170,7 +170,9 @@ class Platform:
                 root=ROOT,
                 log_level=self.options.log_level,
                 base=os.environ,
-                extra=self.secrets,
+                # SUUUPRA_DATA_DIR: a service's own files (e.g. files' objects), kept with the
+                # platform's state so they survive restarts like the databases do.
+                extra={**self.secrets, "SUUUPRA_DATA_DIR": str(self.layout.service_data(name))},
             )
             self.service_envs[name] = env
             app = self.supervisor.add(

@@ -396,13 +396,8 @@ class SubmissionApi(rpc.SubmissionServiceServicer):
             response_type=pb.SubmitAssignmentResponse,
             work=work,
         )
-        if response.submission.file_ids:
-            # After the commit (it calls the files service); a retry with the same request id
-            # returns the stored response and grants again, which is idempotent.
-            s = response.submission
-            await self.a.files.grant_graders(
-                p.tenant_id, list(s.file_ids), batch_id=s.batch_id, submission_id=s.submission_id
-            )
+        s = response.submission
+        await self.a.grant_submission_files(p, s.submission_id, s.batch_id, list(s.file_ids))
         return response
 
     async def GetSubmission(
@@ -424,6 +419,14 @@ class SubmissionApi(rpc.SubmissionServiceServicer):
         return pb.ListSubmissionsResponse(
             submissions=[submission_pb(s) for s in items], next_page_token=token
         )
+
+    async def CreateSubmissionFileLink(
+        self, request: pb.CreateSubmissionFileLinkRequest, context: Ctx
+    ) -> pb.CreateSubmissionFileLinkResponse:
+        link = await self.a.submission_file_link(
+            principal(), request.submission_id, request.file_id
+        )
+        return pb.CreateSubmissionFileLinkResponse(path=link.path, expire_time=ts(link.expires_at))
 
 
 class GradingApi(rpc.GradingServiceServicer):

@@ -659,7 +659,16 @@ class GradeChanged:
     occurred_at: datetime
 
 
-DomainEvent = AssignmentPublished | SubmissionCreated | GradeReleased | GradeChanged
+@dataclass(frozen=True)
+class AssignmentDueSoon:
+    assignment: Assignment
+    student_ids: tuple[str, ...]
+    occurred_at: datetime
+
+
+DomainEvent = (
+    AssignmentPublished | AssignmentDueSoon | SubmissionCreated | GradeReleased | GradeChanged
+)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,18 @@ def to_proto(event: domain.DomainEvent) -> tuple[Message, str]:
                 max_points_centi=a.max_points_centi,
                 occurred_at=_ts(event.occurred_at),
             ), a.assignment_id
+        case domain.AssignmentDueSoon():
+            a = event.assignment
+            return ev.AssignmentDueSoon(
+                tenant_id=a.tenant_id,
+                assignment_id=a.assignment_id,
+                course_id=a.course_id,
+                batch_id=a.batch_id,
+                title=a.title,
+                due_time=_ts(a.due_time),
+                student_ids=list(event.student_ids),
+                occurred_at=_ts(event.occurred_at),
+            ), a.assignment_id
         case domain.SubmissionCreated():
             return ev.SubmissionCreated(
                 tenant_id=event.tenant_id,
@@ -93,7 +105,13 @@ def to_proto(event: domain.DomainEvent) -> tuple[Message, str]:
 
 def emit(uow: UnitOfWork, event: domain.DomainEvent) -> None:
     message, key = to_proto(event)
-    uow.add_event(message, key=key)
+    # The tenant header names the event's tenant; the reminder sweep's transaction spans tenants.
+    acting_tenant = uow.tenant_id
+    uow.tenant_id = str(getattr(message, "tenant_id", "")) or acting_tenant
+    try:
+        uow.add_event(message, key=key)
+    finally:
+        uow.tenant_id = acting_tenant
 
 
 _ROLES = {

@@ -1,15 +1,21 @@
 """The files port: what assessment needs from the files service, and nothing more.
 
 A submission's files must exist, belong to the submitting student (in their tenant) and have an
-allowed type; once submitted, the batch's graders must be able to read them. The port hides how:
-`UnavailableFileStore` is what runs until a files service is reachable (file submissions are
-refused with FAILED_PRECONDITION, text and link submissions work); tests use a fake.
+allowed type; once submitted, the batch's graders must be able to read them. Files grants a
+service resource (`assessment.submission/<id>`) rather than each grader: who may see a
+submission stays assessment's decision, and a grader reads a file *through* that resource
+(`via_resource`) on a call that assessment makes for them.
+
+`MeshFileStore` (`files_client.py`) talks to the files service over the mesh;
+`UnavailableFileStore` runs where no files service is configured (file submissions are refused
+with FAILED_PRECONDITION, text and link submissions work); unit tests use a fake.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from suuupra_runtime.errors import FailedPrecondition
@@ -23,31 +29,54 @@ class StoredFile:
     size_bytes: int
 
 
+@dataclass(frozen=True)
+class DownloadLink:
+    path: str
+    expires_at: datetime | None
+
+
+def submission_resource(submission_id: str) -> str:
+    """The files-side name of a submission, the grantee of its files."""
+    return f"assessment.submission/{submission_id}"
+
+
 class FileStore(Protocol):
     async def describe(self, tenant_id: str, file_ids: Sequence[str]) -> dict[str, StoredFile]:
-        """Metadata of the files that exist in the tenant (missing ids are left out)."""
+        """Metadata of the files the current caller may read (others are left out)."""
         ...
 
     async def grant_graders(
         self, tenant_id: str, file_ids: Sequence[str], *, batch_id: str, submission_id: str
     ) -> None:
-        """Let the batch's graders read these files (idempotent)."""
+        """Let whoever assessment allows to see the submission read these files (idempotent)."""
         ...
+
+    async def download_link(
+        self, tenant_id: str, file_id: str, *, submission_id: str
+    ) -> DownloadLink:
+        """A short-lived browser link to a file of the submission, read through its grant."""
+        ...
+
+
+def _unavailable() -> FailedPrecondition:
+    return FailedPrecondition(
+        "file submissions need the files service, which is not available",
+        reason="FILES_UNAVAILABLE",
+    )
 
 
 class UnavailableFileStore:
-    """No files service on this platform yet: refuse file submissions, change nothing."""
+    """No files service configured: refuse everything file-related, change nothing."""
 
     async def describe(self, tenant_id: str, file_ids: Sequence[str]) -> dict[str, StoredFile]:
-        raise FailedPrecondition(
-            "file submissions need the files service, which is not available",
-            reason="FILES_UNAVAILABLE",
-        )
+        raise _unavailable()
 
     async def grant_graders(
         self, tenant_id: str, file_ids: Sequence[str], *, batch_id: str, submission_id: str
     ) -> None:
-        raise FailedPrecondition(
-            "file submissions need the files service, which is not available",
-            reason="FILES_UNAVAILABLE",
-        )
+        raise _unavailable()
+
+    async def download_link(
+        self, tenant_id: str, file_id: str, *, submission_id: str
+    ) -> DownloadLink:
+        raise _unavailable()

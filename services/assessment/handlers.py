@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.assessment import domain, store
-from services.assessment.files import FileStore
+from services.assessment.files import DownloadLink, FileStore
 from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.errors import (
     Aborted,
@@ -431,6 +431,32 @@ class Assessment:
         known = await self.files.describe(p.tenant_id, file_ids)
         facts = {fid: domain.FileFacts(f.owner_id, f.content_type) for fid, f in known.items()}
         domain.check_files(file_ids, facts, p.user_id, assignment.allowed_file_types)
+
+    async def grant_submission_files(
+        self, p: Principal, submission_id: str, batch_id: str, file_ids: Sequence[str]
+    ) -> None:
+        """After the submit committed (it calls the files service): the submission's graders may
+        read its files. Idempotent, so a retried submit simply grants again."""
+        if file_ids:
+            await self.files.grant_graders(
+                p.tenant_id, file_ids, batch_id=batch_id, submission_id=submission_id
+            )
+
+    async def submission_file_link(
+        self, p: Principal, submission_id: str, file_id: str
+    ) -> DownloadLink:
+        async with self.db.unit_of_work(tenant_id=p.tenant_id) as uow:
+            row = await store.load_submission(uow.session, p.tenant_id, submission_id)
+            if row is None:
+                raise _not_found("submission", submission_id)
+            actor, _ = await self._actor(uow.session, p, row.batch_id)
+        if not domain.may_see_student_work(actor, row.student_id):
+            raise PermissionDenied(
+                "students see only their own submissions", reason="NOT_YOUR_SUBMISSION"
+            )
+        if file_id not in row.file_ids:
+            raise _not_found("file", file_id)
+        return await self.files.download_link(p.tenant_id, file_id, submission_id=submission_id)
 
     async def submit(
         self,
@@ -944,6 +970,69 @@ class Assessment:
             )
             for r in rows
         ], token
+
+    # --- reminders ------------------------------------------------------------------------
+
+    async def announce_due_soon(
+        self, horizon: timedelta = timedelta(hours=24), limit: int = 100
+    ) -> int:
+        """One sweep over every tenant: assignments due within `horizon` that were not announced
+        get one AssignmentDueSoon naming the students who have not submitted (and are not
+        exempt). SKIP LOCKED lets several replicas sweep without announcing anything twice."""
+        now = self.clock()
+        a, m, sub, exc = (
+            store.assignments,
+            store.batch_members,
+            store.submissions,
+            store.student_exceptions,
+        )
+        async with self.db.unit_of_work(tenant_id=None) as uow:
+            rows = (
+                await uow.session.execute(
+                    select(a)
+                    .where(
+                        a.c.state == domain.AssignmentState.PUBLISHED.value,
+                        a.c.due_soon_sent_at.is_(None),
+                        a.c.due_time > now,
+                        a.c.due_time <= now + horizon,
+                    )
+                    .order_by(a.c.due_time)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            for row in rows:
+                assignment = store.assignment_of(row)
+                members = select(m.c.user_id).where(
+                    m.c.tenant_id == assignment.tenant_id,
+                    m.c.batch_id == assignment.batch_id,
+                    m.c.role == domain.BatchRole.STUDENT.value,
+                    m.c.active.is_(True),
+                    ~select(sub.c.submission_id)
+                    .where(
+                        sub.c.assignment_id == assignment.assignment_id,
+                        sub.c.student_id == m.c.user_id,
+                    )
+                    .exists(),
+                    ~select(exc.c.student_id)
+                    .where(
+                        exc.c.assignment_id == assignment.assignment_id,
+                        exc.c.student_id == m.c.user_id,
+                        exc.c.exempt.is_(True),
+                    )
+                    .exists(),
+                )
+                if assignment.section_id:
+                    members = members.where(m.c.section_id == assignment.section_id)
+                pending = tuple(sorted(await uow.session.scalars(members.distinct())))
+                if pending:
+                    self.emit(uow, domain.AssignmentDueSoon(assignment, pending, now))
+                await uow.session.execute(
+                    update(a)
+                    .where(a.c.assignment_id == assignment.assignment_id)
+                    .values(due_soon_sent_at=now)
+                )
+        return len(rows)
 
     # --- gradebook --------------------------------------------------------------------------
 

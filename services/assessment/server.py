@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,9 @@ from pathlib import Path
 from services.assessment import events
 from services.assessment.api import SERVICE_NAMES, register_all
 from services.assessment.files import FileStore, UnavailableFileStore
+from services.assessment.files_client import MeshFileStore
 from services.assessment.handlers import Assessment
+from suuupra_runtime.clients import close_channels
 from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.server import ServiceDefinition
@@ -20,6 +23,8 @@ SERVICE = "assessment"
 STREAM = StreamSpec.for_domain(SERVICE)
 COURSES_STREAM = StreamSpec.for_domain("courses")
 ENROLLMENT_CONSUMER = "assessment-enrollments"
+DUE_SOON_INTERVAL_SECONDS = 60.0
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,7 +79,17 @@ async def build_wiring(
             await asyncio.sleep(0.05)
         await enrollments.run()
 
+    async def remind_due_soon() -> None:
+        # Reminders are not urgent to the second; a sweep a minute is plenty.
+        while True:
+            try:
+                await assessment.announce_due_soon()
+            except Exception:
+                log.exception("due-soon sweep failed; retrying next interval")
+            await asyncio.sleep(DUE_SOON_INTERVAL_SECONDS)
+
     async def close() -> None:
+        await close_channels()
         await relay.close()
         await link.close()
         await db.dispose()
@@ -84,10 +99,17 @@ async def build_wiring(
         register=lambda server: register_all(server, assessment),
         service_names=SERVICE_NAMES,
         readiness=[db.ping, migrations_ready, link.ready],
-        background=[link.maintain, relay.run, consume_enrollments],
+        background=[link.maintain, relay.run, consume_enrollments, remind_due_soon],
         on_stop=[close],
     )
     return Wiring(definition, assessment, db, database_url, relay, enrollments)
+
+
+def files_from_env() -> FileStore:
+    """The files service through this pod's sidecar (`SUUUPRA_OUTBOUND_ADDR`, which the dev
+    runner and k8s set); without one, file submissions are refused."""
+    outbound = os.environ.get("SUUUPRA_OUTBOUND_ADDR")
+    return MeshFileStore(outbound) if outbound else UnavailableFileStore()
 
 
 async def build() -> ServiceDefinition:
@@ -96,4 +118,4 @@ async def build() -> ServiceDefinition:
         raise SystemExit("DATABASE_URL (a PostgreSQL server URL) is required")
     nats_url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
     database_url = await prepare_database(server_url)
-    return (await build_wiring(database_url, nats_url)).definition
+    return (await build_wiring(database_url, nats_url, files=files_from_env())).definition

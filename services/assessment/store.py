@@ -69,6 +69,7 @@ assignments = Table(
     Column("created_by", Text),
     Column("created_at", DateTime(timezone=True)),
     Column("published_at", DateTime(timezone=True)),
+    Column("due_soon_sent_at", DateTime(timezone=True)),
 )
 
 student_exceptions = Table(

@@ -32,6 +32,7 @@ from services.courses.handlers import (
     StatsView,
     VersionView,
 )
+from suuupra_runtime.access import is_trusted_service
 from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument
@@ -57,12 +58,16 @@ _STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
 
 
 def actor() -> domain.Actor:
+    """The caller as the domain sees it. A platform service (a trusted SPIFFE peer calling with
+    no user token) acts for any tenant it names; everyone else, including users whose calls come
+    through the edge (also a SPIFFE peer, but a proxy) or are forwarded by a service with their
+    token, acts as that user within their token's tenant."""
     caller = current_caller()
     return domain.Actor(
         user_id=caller.subject,
         tenant_id=caller.tenant_id,
         permissions=caller.permissions,
-        is_service=caller.is_service,
+        is_service=caller.subject is None and is_trusted_service(caller),
     )
 
 

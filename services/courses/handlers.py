@@ -126,11 +126,19 @@ def _like_pattern(query: str) -> str | None:
 
 
 class Courses:
-    def __init__(self, db: Database, emit: Emit, *, clock: Callable[[], datetime] = domain.now_utc):
+    def __init__(
+        self,
+        db: Database,
+        emit: Emit,
+        *,
+        reads: store.Fetcher | None = None,
+        clock: Callable[[], datetime] = domain.now_utc,
+    ) -> None:
         self.db = db
         self.emit = emit
         self.clock = clock
-        self.catalog = store.CatalogReads(db)
+        # The catalog runs on a raw asyncpg pool when given one (no session, no pre-ping).
+        self.catalog = store.CatalogReads(reads or db)
 
     # --- shared loading ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from services.courses.events import IDENTITY_STREAM, emit, identity_consumer
 from services.courses.handlers import Courses
 from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
+from suuupra_runtime.read_pool import ReadPool
 from suuupra_runtime.server import ServiceDefinition
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -45,7 +46,8 @@ async def prepare_database(server_url: str) -> str:
 async def build_wiring(database_url: str, nats_url: str) -> Wiring:
     # Enrollment bursts hold a connection each while they queue on a batch's row lock.
     db = await Database.connect(database_url, pool_size=10, max_overflow=20)
-    courses = Courses(db, emit)
+    reads = await ReadPool.connect(database_url, max_size=10)
+    courses = Courses(db, emit, reads=reads)
     relay = OutboxRelay(db, nats_url)
     # Our stream and identity's (consumed): whoever starts first creates it.
     link = NatsLink(nats_url, name=SERVICE, streams=[STREAM, IDENTITY_STREAM])
@@ -57,6 +59,7 @@ async def build_wiring(database_url: str, nats_url: str) -> Wiring:
     async def close() -> None:
         await relay.close()
         await link.close()
+        await reads.close()
         await db.dispose()
 
     definition = ServiceDefinition(

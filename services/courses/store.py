@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
@@ -30,7 +30,6 @@ from services.courses.domain import (
     Seats,
     Status,
 )
-from suuupra_runtime.db import Database
 
 __all__ = ["IntegrityError"]
 
@@ -298,6 +297,12 @@ async def staff_roles(
     return {Role(r.role) for r in rows}
 
 
+class Fetcher(Protocol):
+    """Runs one read statement ($1 parameters): `ReadPool` in the service, `Database` too."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+
 class CatalogReads:
     """The catalog listing on raw asyncpg: the service's hottest read (bench/courses_catalog)."""
 
@@ -315,8 +320,8 @@ class CatalogReads:
         "ORDER BY code LIMIT $9"
     )
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, reads: Fetcher) -> None:
+        self.reads = reads
 
     async def list(
         self,
@@ -331,7 +336,7 @@ class CatalogReads:
         managed_by: str | None,
         limit: int,
     ) -> list[Course]:
-        rows = await self.db.fetch(
+        rows = await self.reads.fetch(
             self.SQL, tenant_id, include_all_states, department_id, tag, language, pattern,
             after_code, managed_by, limit,
         )  # fmt: skip

@@ -22,6 +22,7 @@ from suuupra_runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from suuupra_runtime.read_pool import ReadPool
 
 EmitEvent = Callable[[UnitOfWork, domain.DomainEvent], None]
 
@@ -76,8 +77,9 @@ def _require(view: NoteView, needed: domain.Access, what: str) -> None:
 
 
 class Notes:
-    def __init__(self, db: Database, feed: ChangeFeed, emit: EmitEvent) -> None:
+    def __init__(self, db: Database, reads: ReadPool, feed: ChangeFeed, emit: EmitEvent) -> None:
         self.db = db
+        self.reads = reads  # raw asyncpg pool: reads skip SQLAlchemy and its pre-ping
         self.feed = feed
         self.emit = emit
 
@@ -99,8 +101,8 @@ class Notes:
         return NoteView(note, domain.Access.OWNER)
 
     async def get(self, actor: Actor, note_id: str) -> NoteView:
-        async with store.reading(self.db) as conn:
-            row = await store.note_with_access(conn, actor.tenant_id, note_id, actor.user_id)
+        conn = self.reads
+        row = await store.note_with_access(conn, actor.tenant_id, note_id, actor.user_id)
         return _view(actor, row, note_id)
 
     async def update(
@@ -152,15 +154,15 @@ class Notes:
         fp = domain.fingerprint("own", actor.tenant_id, actor.user_id, filters)
         after = domain.keyset_after(token, fp)
         limit = domain.page_size(size)
-        async with store.reading(self.db) as conn:
-            notes = await store.list_own_notes(
-                conn,
-                tenant_id=actor.tenant_id,
-                owner_id=actor.user_id,
-                filters=filters,
-                after=after,
-                limit=limit + 1,
-            )
+        conn = self.reads
+        notes = await store.list_own_notes(
+            conn,
+            tenant_id=actor.tenant_id,
+            owner_id=actor.user_id,
+            filters=filters,
+            after=after,
+            limit=limit + 1,
+        )
         page = notes[:limit]
         next_token = domain.keyset_token(page[-1], fp) if len(notes) > limit else ""
         return [NoteView(n, domain.Access.OWNER) for n in page], next_token
@@ -169,10 +171,10 @@ class Notes:
         fp = domain.fingerprint("shared", actor.tenant_id, actor.user_id)
         after = domain.keyset_after(token, fp)
         limit = domain.page_size(size)
-        async with store.reading(self.db) as conn:
-            rows = await store.list_shared_notes(
-                conn, tenant_id=actor.tenant_id, user_id=actor.user_id, after=after, limit=limit + 1
-            )
+        conn = self.reads
+        rows = await store.list_shared_notes(
+            conn, tenant_id=actor.tenant_id, user_id=actor.user_id, after=after, limit=limit + 1
+        )
         page = rows[:limit]
         next_token = domain.keyset_token(page[-1].note, fp) if len(rows) > limit else ""
         views = [
@@ -194,15 +196,15 @@ class Notes:
             if offset < 0:
                 raise InvalidArgument([FieldViolation("page_token", "is invalid")])
         limit = domain.page_size(size)
-        async with store.reading(self.db) as conn:
-            hits = await store.search_own_notes(
-                conn,
-                tenant_id=actor.tenant_id,
-                owner_id=actor.user_id,
-                query=query,
-                offset=offset,
-                limit=limit + 1,
-            )
+        conn = self.reads
+        hits = await store.search_own_notes(
+            conn,
+            tenant_id=actor.tenant_id,
+            owner_id=actor.user_id,
+            query=query,
+            offset=offset,
+            limit=limit + 1,
+        )
         page = hits[:limit]
         next_token = domain.encode_page_token([offset + limit], fp) if len(hits) > limit else ""
         return page, next_token
@@ -296,11 +298,11 @@ class Notes:
         await store.notify_note_changed(conn, actor.tenant_id, note_id)
 
     async def list_shares(self, actor: Actor, note_id: str) -> list[store.ShareRow]:
-        async with store.reading(self.db) as conn:
-            row = await store.note_with_access(conn, actor.tenant_id, note_id, actor.user_id)
-            view = _view(actor, row, note_id)
-            _require(view, domain.Access.OWNER, "owner")
-            return await store.list_shares(conn, actor.tenant_id, note_id)
+        conn = self.reads
+        row = await store.note_with_access(conn, actor.tenant_id, note_id, actor.user_id)
+        view = _view(actor, row, note_id)
+        _require(view, domain.Access.OWNER, "owner")
+        return await store.list_shares(conn, actor.tenant_id, note_id)
 
     # --- cohorts (enrollment events) --------------------------------------------------------
 
@@ -320,10 +322,8 @@ class Notes:
             yield WatchKind.SNAPSHOT, last
             while True:
                 await changes.wait()
-                async with store.reading(self.db) as conn:
-                    row = await store.note_with_access(
-                        conn, actor.tenant_id, note_id, actor.user_id
-                    )
+                conn = self.reads
+                row = await store.note_with_access(conn, actor.tenant_id, note_id, actor.user_id)
                 if row is None:
                     yield WatchKind.DELETED, last
                     return

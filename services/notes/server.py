@@ -13,6 +13,7 @@ from services.notes.feed import ChangeFeed
 from services.notes.handlers import Notes
 from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
+from suuupra_runtime.read_pool import ReadPool
 from suuupra_runtime.server import ServiceDefinition
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -49,8 +50,9 @@ async def build_wiring(
     database_url: str, nats_url: str, *, consumer_fetch_timeout: float = 1.0
 ) -> Wiring:
     db = await Database.connect(database_url)
+    reads = await ReadPool.connect(database_url)
     feed = ChangeFeed(database_url)
-    notes = Notes(db, feed, events.emit)
+    notes = Notes(db, reads, feed, events.emit)
     relay = OutboxRelay(db, nats_url)
     # Consumed streams are listed too, so notes may start before courses.
     link = NatsLink(nats_url, name=SERVICE, streams=[STREAM, COURSES_STREAM])
@@ -70,6 +72,7 @@ async def build_wiring(
         await feed.close()
         await relay.close()
         await link.close()
+        await reads.close()
         await db.dispose()
 
     async def consume() -> None:

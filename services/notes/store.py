@@ -1,23 +1,22 @@
 # ruff: noqa: S608 (SQL text is assembled only from this module's constants; values are $n params)
 """SQL for notes, shares and cohort membership, on raw asyncpg connections.
 
-Reads run on a pooled connection outside any transaction (`reading`); writes run on the raw
+Reads run on the service's `ReadPool` (raw asyncpg, autocommit); writes run on the raw
 connection of the request's unit of work (`writing`), so they commit with its outbox events and
 idempotency record. One SQL dialect ($n parameters) for both. Every query is tenant-scoped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.notes import domain
-from suuupra_runtime.db import Database, UnitOfWork
+from suuupra_runtime.db import UnitOfWork
 
 CHANGES_CHANNEL = "suuupra_notes_changes"  # NOTIFY channel the watch feed LISTENs on
 
@@ -38,6 +37,13 @@ _BEST_SHARE = """(
 )"""
 
 
+# One note ($2) of a tenant ($1) with the caller's ($3) strongest share: GetNote's one query.
+NOTE_WITH_ACCESS_SQL = (
+    f"SELECT {_NOTE_COLUMNS}, {_BEST_SHARE} AS best_share FROM notes n "
+    "WHERE n.tenant_id = $1 AND n.note_id = $2"
+)
+
+
 @dataclass(frozen=True)
 class NoteRow:
     note: domain.Note
@@ -53,14 +59,6 @@ class ShareRow:
     permission: domain.Permission
     created_by: str
     created_at: datetime
-
-
-@contextlib.asynccontextmanager
-async def reading(db: Database) -> AsyncIterator[Conn]:
-    """A pooled raw asyncpg connection for reads (autocommit, one round trip per query)."""
-    async with db.engine.connect() as conn:
-        raw = await conn.get_raw_connection()
-        yield raw.driver_connection
 
 
 async def writing(uow: UnitOfWork) -> Conn:
@@ -121,10 +119,9 @@ async def note_with_access(
     key = _uuid(note_id)
     if key is None:
         return None
-    lock = " FOR UPDATE OF n" if for_update else ""
+    sql = NOTE_WITH_ACCESS_SQL + (" FOR UPDATE OF n" if for_update else "")
     row = await conn.fetchrow(
-        f"SELECT {_NOTE_COLUMNS}, {_BEST_SHARE} AS best_share FROM notes n "
-        f"WHERE n.tenant_id = $1 AND n.note_id = $2{lock}",
+        sql,
         tenant_id,
         key,
         user_id,

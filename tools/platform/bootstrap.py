@@ -16,10 +16,11 @@ SECRET_VARIABLES = (
     "SUUUPRA_IDENTITY_KEY_ENCRYPTION_KEY",
     "SUUUPRA_IDENTITY_DELIVERY_KEY",
     "SUUUPRA_NOTIFICATIONS_SIGNING_KEY",
+    "SUUUPRA_FILES_LINK_KEY",
 )
 """Keys identity seals data with (the delivery key is shared with notifications, which opens
-reset/verification tokens) and notifications signs unsubscribe links with; random per state dir
-instead of the public dev defaults."""
+reset/verification tokens), notifications signs unsubscribe links with and files signs download
+links with; random per state dir instead of the public dev defaults."""
 
 
 class BootstrapError(RuntimeError):

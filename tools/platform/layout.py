@@ -3,6 +3,7 @@
 <state>/data/postgres/       embedded PostgreSQL cluster (log: data/postgres.log)
 <state>/data/nats/           JetStream store (log: data/nats.log)
 <state>/mail/                every mail sent on the platform (SMTP sink), a Maildir: mail/new/
+<state>/data/services/<name>/  a service's own files (SUUUPRA_DATA_DIR), e.g. files' objects
 <state>/certs/               dev CA, SPIFFE workload certificates, SDS files
 <state>/envoy/<name>.yaml    rendered Envoy bootstraps (sidecars and edge)
 <state>/logs/<name>.log      one log per service, sidecar and the edge
@@ -51,6 +52,10 @@ class StateLayout:
     @property
     def credentials(self) -> Path:
         return self.root / "demo-credentials.json"
+
+    def service_data(self, name: str) -> Path:
+        """A service's own data directory (created by the service when it needs it)."""
+        return self.root / "data" / "services" / name
 
     def envoy_config(self, name: str) -> Path:
         return self.envoy / f"{name}.yaml"

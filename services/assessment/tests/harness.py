@@ -183,9 +183,13 @@ class Harness:
 
 @asynccontextmanager
 async def start_harness(
-    postgres_server_url: str, nats_url: str, *, files: FileStore | None = None
+    postgres_server_url: str,
+    nats_url: str,
+    *,
+    files: FileStore | None = None,
+    issuer: TestIssuer | None = None,
 ) -> AsyncIterator[Harness]:
-    issuer = TestIssuer()
+    issuer = issuer or TestIssuer()
     async with fresh_service_database(postgres_server_url, "assessment", MIGRATIONS) as url:
         wiring = await build_wiring(url, nats_url, files=files)
         async with running_service(wiring.definition, issuer=issuer) as svc:

@@ -21,7 +21,6 @@ from suuupra.notes.v1 import notes_service_pb2 as pb
 from suuupra.notes.v1 import notes_service_pb2_grpc as rpc
 
 from services.identity.domain import role_permissions
-from services.notes import store
 from services.notes.server import COURSES_STREAM, MIGRATIONS, Wiring, build_wiring
 from suuupra_runtime.events import provision_streams
 from suuupra_runtime.events.headers import MSG_ID, outbound_headers
@@ -98,8 +97,7 @@ class NotesHarness:
 
     async def scalar(self, sql: str) -> object:
         """One value from the service's database (to wait for the projection)."""
-        async with store.reading(self.wiring.database) as conn:
-            return await conn.fetchval(sql)
+        return await self.wiring.notes.reads.fetchval(sql)
 
     async def publish(self, event: Message, tenant_id: str) -> str:
         """Publish a courses event to JetStream as the courses service's relay would."""

@@ -318,7 +318,9 @@ class SubmitAssignmentRequest(_message.Message):
     text: _builtins.str
     link: _builtins.str
     @_builtins.property
-    def file_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def file_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Files uploaded to the files service by the student (purpose submission)."""
+
     def __init__(
         self,
         *,
@@ -446,6 +448,52 @@ class ListSubmissionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSubmissionsResponse: _TypeAlias = ListSubmissionsResponse  # noqa: Y015
+
+@_typing.final
+class CreateSubmissionFileLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBMISSION_ID_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    submission_id: _builtins.str
+    file_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        submission_id: _builtins.str = ...,
+        file_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_id", b"file_id", "submission_id", b"submission_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSubmissionFileLinkRequest: _TypeAlias = CreateSubmissionFileLinkRequest  # noqa: Y015
+
+@_typing.final
+class CreateSubmissionFileLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path under the files service's HTTP paths (`/files/d/<token>`), GET-able by a browser."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSubmissionFileLinkResponse: _TypeAlias = CreateSubmissionFileLinkResponse  # noqa: Y015
 
 @_typing.final
 class GradeSubmissionRequest(_message.Message):

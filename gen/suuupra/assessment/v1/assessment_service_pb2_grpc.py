@@ -317,6 +317,11 @@ class SubmissionServiceStub(object):
                 request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListSubmissionsRequest.SerializeToString,
                 response_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListSubmissionsResponse.FromString,
                 _registered_method=True)
+        self.CreateSubmissionFileLink = channel.unary_unary(
+                '/suuupra.assessment.v1.SubmissionService/CreateSubmissionFileLink',
+                request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateSubmissionFileLinkRequest.SerializeToString,
+                response_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateSubmissionFileLinkResponse.FromString,
+                _registered_method=True)
 
 
 class SubmissionServiceServicer(object):
@@ -345,6 +350,15 @@ class SubmissionServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSubmissionFileLink(self, request, context):
+        """A short-lived download link for one file of a submission, for anyone who may see the
+        submission (its student, the batch's graders): files serves it through the grant assessment
+        made on the file for this submission.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubmissionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -362,6 +376,11 @@ def add_SubmissionServiceServicer_to_server(servicer, server):
                     servicer.ListSubmissions,
                     request_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListSubmissionsRequest.FromString,
                     response_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListSubmissionsResponse.SerializeToString,
+            ),
+            'CreateSubmissionFileLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubmissionFileLink,
+                    request_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateSubmissionFileLinkRequest.FromString,
+                    response_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateSubmissionFileLinkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +465,33 @@ class SubmissionService(object):
             '/suuupra.assessment.v1.SubmissionService/ListSubmissions',
             suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListSubmissionsRequest.SerializeToString,
             suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListSubmissionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSubmissionFileLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suuupra.assessment.v1.SubmissionService/CreateSubmissionFileLink',
+            suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateSubmissionFileLinkRequest.SerializeToString,
+            suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateSubmissionFileLinkResponse.FromString,
             options,
             channel_credentials,
             insecure,

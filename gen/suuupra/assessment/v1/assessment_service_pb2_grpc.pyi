@@ -138,6 +138,11 @@ class SubmissionServiceStub:
     """Returns a submission: the student's own, or any of a batch the caller teaches."""
     ListSubmissions: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.ListSubmissionsRequest, _assessment_service_pb2.ListSubmissionsResponse]
     """Lists an assignment's submissions (students: their own), newest first."""
+    CreateSubmissionFileLink: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.CreateSubmissionFileLinkRequest, _assessment_service_pb2.CreateSubmissionFileLinkResponse]
+    """A short-lived download link for one file of a submission, for anyone who may see the
+    submission (its student, the batch's graders): files serves it through the grant assessment
+    made on the file for this submission.
+    """
 
 @_typing.type_check_only
 class SubmissionServiceAsyncStub(SubmissionServiceStub):
@@ -152,6 +157,11 @@ class SubmissionServiceAsyncStub(SubmissionServiceStub):
     """Returns a submission: the student's own, or any of a batch the caller teaches."""
     ListSubmissions: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.ListSubmissionsRequest, _assessment_service_pb2.ListSubmissionsResponse]  # type: ignore[assignment]
     """Lists an assignment's submissions (students: their own), newest first."""
+    CreateSubmissionFileLink: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.CreateSubmissionFileLinkRequest, _assessment_service_pb2.CreateSubmissionFileLinkResponse]  # type: ignore[assignment]
+    """A short-lived download link for one file of a submission, for anyone who may see the
+    submission (its student, the batch's graders): files serves it through the grant assessment
+    made on the file for this submission.
+    """
 
 class SubmissionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Students' submissions; every attempt is kept."""
@@ -181,6 +191,17 @@ class SubmissionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assessment_service_pb2.ListSubmissionsResponse, _abc.Awaitable[_assessment_service_pb2.ListSubmissionsResponse]]:
         """Lists an assignment's submissions (students: their own), newest first."""
+
+    @_abc_1.abstractmethod
+    def CreateSubmissionFileLink(
+        self,
+        request: _assessment_service_pb2.CreateSubmissionFileLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assessment_service_pb2.CreateSubmissionFileLinkResponse, _abc.Awaitable[_assessment_service_pb2.CreateSubmissionFileLinkResponse]]:
+        """A short-lived download link for one file of a submission, for anyone who may see the
+        submission (its student, the batch's graders): files serves it through the grant assessment
+        made on the file for this submission.
+        """
 
 def add_SubmissionServiceServicer_to_server(servicer: SubmissionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 
@@ -201,7 +202,7 @@ async def test_file_submissions_are_refused_while_no_files_service(h: Harness) -
         batch, submission_types=[res.SUBMISSION_TYPE_TEXT, res.SUBMISSION_TYPE_FILES]
     )
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await h.submit(batch.students[0], assignment.assignment_id, file_ids=["f-1"])
+        await h.submit(batch.students[0], assignment.assignment_id, file_ids=[str(uuid.uuid4())])
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_reason(err.value) == "FILES_UNAVAILABLE"
     assert await _count_submissions(h, assignment.assignment_id) == 0

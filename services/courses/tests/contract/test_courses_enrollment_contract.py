@@ -249,3 +249,36 @@ async def test_service_caller_names_the_tenant(h: CoursesHarness) -> None:
         )
         == grpc.StatusCode.PERMISSION_DENIED
     )
+
+
+async def test_users_behind_the_edge_or_a_service_are_still_users(h: CoursesHarness) -> None:
+    """The edge is a SPIFFE peer too, but a proxy: its users never gain a service's powers."""
+    t, other = h.tenant(students=2), h.tenant()
+    course = await h.published_course(t.instructor, open_batch=False)
+    student, classmate = t.students
+    for peer in (service_peer("edge"), service_peer("commerce")):
+        md = (*student.metadata, *peer)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.enrollments.Enroll(
+                pb.EnrollRequest(
+                    request_id=rid(), batch_id=course.batch_id, user_id=classmate.user_id,
+                    tenant_id=t.tenant_id,
+                ),
+                metadata=md,
+            )  # fmt: skip
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # Not open for self-enrollment: a service could enroll, the user cannot.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.enrollments.Enroll(
+                pb.EnrollRequest(request_id=rid(), batch_id=course.batch_id), metadata=md
+            )
+        assert error_reason(err.value) == "BATCH_NOT_OPEN"
+        assert (
+            await code_of(
+                h.batches.GetBatch(
+                    pb.GetBatchRequest(batch_id=course.batch_id, tenant_id=other.tenant_id),
+                    metadata=md,
+                )
+            )
+            == grpc.StatusCode.PERMISSION_DENIED
+        )

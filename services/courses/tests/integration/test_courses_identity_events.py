@@ -10,7 +10,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
+import nats.js.errors
 import pytest
+from suuupra.courses.v1 import courses_events_pb2 as courses_ev
 from suuupra.courses.v1 import courses_service_pb2 as pb
 from suuupra.courses.v1 import enrollment_enums_pb2 as enums
 from suuupra.identity.v1 import identity_events_pb2 as identity_ev
@@ -54,6 +56,25 @@ async def _until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> 
         await asyncio.sleep(0.05)
 
 
+async def _last_on_stream(nats_url: str, subject: str) -> courses_ev.EnrollmentPromoted:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                msg = await js.get_last_msg("COURSES", subject)
+                break
+            except nats.js.errors.NotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        assert msg.headers is not None and msg.headers[h_.EVENT_TYPE] == subject
+        return courses_ev.EnrollmentPromoted.FromString(msg.data or b"")
+    finally:
+        await nc.close()
+
+
 async def _inbox_count(h: CoursesHarness) -> int:
     rows = await h.wiring.database.fetch("SELECT count(*) AS n FROM inbox")
     return int(rows[0]["n"])
@@ -86,6 +107,10 @@ async def test_deactivated_user_is_dropped_once_and_waitlist_promoted(
 
     await _until(dropped)
     assert await status_of(queued.enrollment.enrollment_id) == ACTIVE
+    # The relay carried the promotion to JetStream, where other services (assessment) read it.
+    promoted = await _last_on_stream(fresh_nats_url, "suuupra.courses.v1.EnrollmentPromoted")
+    assert promoted.enrollment_id == queued.enrollment.enrollment_id
+    assert promoted.user_id == waiting.user_id
     got = await h.enrollments.GetEnrollment(
         pb.GetEnrollmentRequest(enrollment_id=held.enrollment.enrollment_id),
         metadata=t.instructor.metadata,

@@ -156,3 +156,24 @@ async def test_watching_a_note_you_cannot_read_is_refused(notes: NotesHarness) -
         await _next(_watch(notes.stub, eve, "nope"))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert notes.wiring.feed.watcher_count == 0
+
+
+async def test_watchers_survive_a_lost_listen_connection(notes: NotesHarness) -> None:
+    ada, bob = notes.user("ada"), notes.user("bob")
+    note = (await notes.create(ada, body="v1")).note
+    await notes.share(ada, note.note_id, user=bob)
+    call = _watch(notes.stub, bob, note.note_id)
+    assert (await _next(call)).kind == Kind.KIND_SNAPSHOT
+
+    feed = notes.wiring.feed
+    assert feed._conn is not None
+    lost_pid = feed._conn.get_server_pid()
+    assert await notes.scalar(f"SELECT pg_terminate_backend({int(lost_pid)})")
+
+    async def relistening() -> bool:
+        return feed._conn is not None and feed._conn.get_server_pid() != lost_pid
+
+    await eventually(relistening)
+    await _update(notes.stub, ada, note.note_id, note.etag, "after the reconnect")
+    change = await _next(call)
+    assert change.kind == Kind.KIND_UPDATED and change.note.body == "after the reconnect"
