@@ -279,6 +279,7 @@ async def _bench(target: str, nats_url: str, tokens: dict[str, str], rounds: int
         "service_events_per_second": service,
         "throughput_ratio_median": ratio,
         "throughput_target": {"ratio": 0.5, "met": ratio >= 0.5},
+        "load_average_after": list(os.getloadavg()),
     }
 
 
