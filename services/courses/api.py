@@ -9,6 +9,7 @@ its outbox events and the remembered response commit together, and a retry with 
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,8 @@ R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 PACKAGE = "suuupra.courses.v1"
+# The same rule as CreateCourseRequest.language (a nested Course carries no protovalidate rules).
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 _STATE_TO_PROTO = {
     domain.CourseState.DRAFT: course_pb2.COURSE_STATE_DRAFT,
@@ -441,6 +444,14 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
             violations.append(FieldViolation("course.title", "must not be empty"))
         if "title" in paths and len(c.title) > 200:
             violations.append(FieldViolation("course.title", "at most 200 characters"))
+        if "language" in paths and not _LANGUAGE.match(c.language):
+            violations.append(FieldViolation("course.language", "a BCP 47 tag such as en or hi-IN"))
+        if "description" in paths and len(c.description) > 20000:
+            violations.append(FieldViolation("course.description", "at most 20000 characters"))
+        if "tags" in paths and (len(c.tags) > 20 or any(not 0 < len(t) <= 50 for t in c.tags)):
+            violations.append(
+                FieldViolation("course.tags", "at most 20 tags of 1 to 50 characters")
+            )
         if "department_id" in paths and c.department_id and not _is_uuid(c.department_id):
             violations.append(FieldViolation("course.department_id", "must be a UUID"))
         if "owner_ids" in paths and not all(_is_uuid(o) for o in c.owner_ids):

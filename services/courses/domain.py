@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from suuupra_runtime.errors import (
     FailedPrecondition,
@@ -763,6 +763,8 @@ def score_quiz(
 # ---------------------------------------------------------------------------------------------
 # Pagination tokens
 
+K = TypeVar("K", str, int)
+
 
 def encode_page_token(key: Sequence[Any], fingerprint: str) -> str:
     payload = json.dumps([list(key), fingerprint]).encode()
@@ -781,6 +783,16 @@ def decode_page_token(token: str, fingerprint: str) -> list[Any]:
             [FieldViolation("page_token", "is not a token from this listing")]
         ) from None
     return key
+
+
+def page_key(token: str, fingerprint: str, kind: type[K]) -> K:
+    """The single keyset value of a token, checked to be of `kind` (a forged token with the right
+    fingerprint but another shape is bad input, never an internal error)."""
+    key = decode_page_token(token, fingerprint)
+    if len(key) != 1 or type(key[0]) is not kind:
+        raise InvalidArgument([FieldViolation("page_token", "is not a token from this listing")])
+    value: K = key[0]
+    return value
 
 
 def page_size(requested: int, default: int = 20, maximum: int = 100) -> int:

@@ -310,7 +310,7 @@ class Courses:
         fingerprint = hashlib.sha256(
             repr((department_id, tag, language, query, managed_only)).encode()
         ).hexdigest()[:16]
-        after = domain.decode_page_token(page_token, fingerprint)[0] if page_token else None
+        after = domain.page_key(page_token, fingerprint, str) if page_token else None
         limit = domain.page_size(page_size)
         courses = await self.catalog.list(
             tenant,
@@ -863,7 +863,7 @@ class Courses:
                 [FieldViolation("batch_id", "give exactly one of batch_id and user_id")]
             )
         fingerprint = hashlib.sha256(repr((batch_id, user_id, status)).encode()).hexdigest()[:16]
-        after = int(domain.decode_page_token(page_token, fingerprint)[0]) if page_token else 0
+        after = domain.page_key(page_token, fingerprint, int) if page_token else 0
         limit = domain.page_size(page_size, default=100, maximum=500)
         async with self.db.sessions() as session:
             if not actor.is_service:
@@ -965,8 +965,9 @@ class Courses:
             raise FailedPrecondition("the lesson is not released yet", reason="LESSON_NOT_RELEASED")
         score, max_score, results = domain.score_quiz(item.body, answers)
         attempt_id = domain.new_id()
-        # Serialise a learner's attempts at one quiz so attempt numbers never collide.
-        await self._batch(session, enrollment.tenant_id, batch_id, lock=True)
+        # Serialise one learner's attempts (their enrollment row) so attempt numbers never
+        # collide, without queueing the rest of the batch behind them.
+        await store.lock_enrollment(session, enrollment.enrollment_id)
         number = await store.insert_quiz_attempt(
             session, attempt_id=attempt_id, e=enrollment, lesson_id=lesson.lesson_id,
             item_id=item_id, version=version, score=score, max_score=max_score,

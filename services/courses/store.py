@@ -488,6 +488,13 @@ async def get_enrollment(
     return enrollment_of(row) if row is not None else None
 
 
+async def lock_enrollment(session: AsyncSession, enrollment_id: str) -> None:
+    await session.execute(
+        text("SELECT 1 FROM enrollments WHERE enrollment_id = :id FOR UPDATE"),
+        {"id": enrollment_id},
+    )
+
+
 async def current_enrollment(
     session: AsyncSession, tenant_id: str, batch_id: str, user_id: str
 ) -> Enrollment | None:
@@ -694,7 +701,7 @@ async def insert_quiz_attempt(
     results: list[Mapping[str, Any]],
     at: datetime,
 ) -> int:
-    """Store the attempt and return its number (1, 2, ...); the batch lock serialises these."""
+    """Store the attempt and return its number (1, 2, ...); the enrollment lock serialises these."""
     number = await session.scalar(
         text(
             "SELECT coalesce(max(attempt_number), 0) + 1 FROM quiz_attempts "

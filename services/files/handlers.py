@@ -22,7 +22,12 @@ from services.files.config import FilesConfig
 from services.files.domain import Principal, Purpose, UploadRequest
 from services.files.links import PATH_PREFIX, LinkClaims, LinkSigner
 from services.files.scanning import PassThroughScanner, Scanner, ScanSubject
-from services.files.staging import StagedUpload, Staging
+from services.files.staging import (
+    StagedBytesLostError,
+    StagedUpload,
+    Staging,
+    finish_despite_cancellation,
+)
 from services.files.storage import ObjectStore, object_key
 from services.files.thumbnails import make_thumbnail
 from suuupra_runtime.db import Database, UnitOfWork
@@ -240,7 +245,18 @@ class Files:
                 committed = int(row.committed_offset)
                 domain.check_resume(stored, up.meta, committed)
         await announce(up.upload_id)
-        staged = await self.staging.open(up.upload_id, committed)
+        try:
+            staged = await self.staging.open(up.upload_id, committed)
+        except StagedBytesLostError:
+            # The partial bytes are not here (another replica, a wiped disk): start over.
+            async with self.db.unit_of_work(tenant_id=up.tenant_id) as uow:
+                await store.set_committed(uow.session, up.tenant_id, up.upload_id, 0, _now())
+            await self.staging.discard(up.upload_id)
+            raise FailedPrecondition(
+                "the partial upload is no longer available; send it again from offset 0",
+                reason="UPLOAD_OFFSET_MISMATCH",
+                metadata={"committed_offset": "0"},
+            ) from None
         try:
             return await self._receive(up, staged, chunks)
         finally:
@@ -353,7 +369,7 @@ class Files:
             raise
 
     async def _checkpoint(self, up: _Upload, staged: StagedUpload) -> None:
-        await _finish_despite_cancellation(self._checkpoint_now(up, staged))
+        await finish_despite_cancellation(self._checkpoint_now(up, staged))
 
     async def _checkpoint_now(self, up: _Upload, staged: StagedUpload) -> None:
         try:
@@ -750,22 +766,6 @@ class Files:
             except Exception:
                 log.exception("purge pass failed; retrying later")
             await asyncio.sleep(self.config.purge_interval_seconds)
-
-
-async def _finish_despite_cancellation(work: Awaitable[None]) -> None:
-    """Run `work` to the end even if this task is cancelled meanwhile (then re-raise that): gRPC
-    cancels the handler of a dropped call at any await, often right after the request stream
-    ended, and the bytes that arrived must still be checkpointed."""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    task.result()
 
 
 def _facts(row: store.VersionRow) -> domain.FileFacts:

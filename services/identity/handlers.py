@@ -508,6 +508,11 @@ class Identity:
             now,
             verified=False,
         )
+        # A self-registered address is unproven: the verification mail goes out with the
+        # account (same transaction), so sign-up alone starts the verify-email flow.
+        await self._issue_one_time_token(
+            uow, user, domain.PURPOSE_EMAIL_VERIFICATION, self.config.verification_token_ttl
+        )
         await self._audit(
             uow,
             tenant.tenant_id,

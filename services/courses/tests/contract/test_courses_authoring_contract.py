@@ -14,7 +14,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.courses.v1 import course_pb2
 from suuupra.courses.v1 import courses_service_pb2 as pb
 
-from services.courses.tests.harness import CoursesHarness, courses_harness, error_reason, rid
+from services.courses.tests.harness import (
+    CoursesHarness,
+    courses_harness,
+    error_reason,
+    field_violations,
+    rid,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +62,18 @@ async def test_update_with_etag_reorder_and_release_dates(h: CoursesHarness) -> 
             metadata=md,
         )  # fmt: skip
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.courses.UpdateCourse(
+            pb.UpdateCourseRequest(
+                request_id=rid(),
+                course=course_pb2.Course(
+                    course_id=course.course_id, language="English!", tags=[""]
+                ),
+                update_mask=FieldMask(paths=["language", "tags"]),
+            ),
+            metadata=md,
+        )
+    assert sorted(field_violations(err.value)) == ["course.language", "course.tags"]
 
     # Reverse the lessons, lock the first one until tomorrow, publish.
     first, second = course.lesson_ids

@@ -146,6 +146,19 @@ async def test_progress_prerequisites_quiz_and_completion(h: CoursesHarness) -> 
     )  # fmt: skip
     assert (wrong.attempt.attempt_number, wrong.attempt.score, wrong.attempt.max_score) == (1, 0, 2)
     assert (right.attempt.attempt_number, right.attempt.score) == (2, 2)
+    burst = await asyncio.gather(
+        *(
+            h.progress.SubmitQuizAttempt(
+                pb.SubmitQuizAttemptRequest(
+                    request_id=rid(), batch_id=course.batch_id, item_id=course.quiz_id,
+                    answers=[pb.QuizAnswer(question_id="q1", choice_ids=["b"])],
+                ),
+                metadata=md,
+            )
+            for _ in range(4)
+        )
+    )  # fmt: skip
+    assert sorted(a.attempt.attempt_number for a in burst) == [3, 4, 5, 6]
 
     done = await h.progress.CompleteLesson(
         pb.CompleteLessonRequest(request_id=rid(), batch_id=course.batch_id, lesson_id=second),

@@ -229,3 +229,7 @@ def test_page_tokens_are_bound_to_their_filters() -> None:
         domain.decode_page_token(token, "f2")
     with pytest.raises(InvalidArgument):
         domain.decode_page_token("!!", "f1")
+    assert domain.page_key(domain.encode_page_token([42], "f"), "f", int) == 42
+    for forged in ([], ["42"], [1, 2], [None]):
+        with pytest.raises(InvalidArgument):
+            domain.page_key(domain.encode_page_token(forged, "f"), "f", int)

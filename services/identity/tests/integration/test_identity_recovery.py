@@ -229,6 +229,34 @@ async def test_email_verification_once_and_expiry(h: IdentityHarness) -> None:
     assert expired.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_sign_up_sends_the_verification_token(h: IdentityHarness) -> None:
+    from suuupra.identity.v1 import tenant_pb2
+
+    await h.create_tenant("signup", settings=tenant_pb2.TenantSettings(self_signup_enabled=True))
+    email = "learner@signup.test"
+    signup = pb.SignUpRequest(
+        request_id=str(uuid.uuid4()),
+        tenant_slug="signup",
+        email=email,
+        display_name="Learner",
+        password=PASSWORD,
+    )
+    user = (await h.users.SignUp(signup)).user
+    assert not user.email_verified
+    # The account and its verification token commit together: the event is already queued.
+    event, _ = await _latest_event(h, ev.EmailVerificationRequested, user.user_id)
+    assert event.email == email
+    raw = open_sealed_token(DELIVERY, event.token, user.user_id)
+    assert raw is not None
+    await h.users.SignUp(signup)  # a retried sign-up issues no second token
+    again, _ = await _latest_event(h, ev.EmailVerificationRequested, user.user_id)
+    assert again.token == event.token
+    await h.users.VerifyEmail(pb.VerifyEmailRequest(token=raw))
+    token = await h.token("signup", email)
+    me = await h.users.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=bearer(token))
+    assert me.user.email_verified
+
+
 async def test_mfa_required_role_gets_self_service_until_enrolled(h: IdentityHarness) -> None:
     import jwt
     from suuupra.identity.v1 import tenant_pb2
