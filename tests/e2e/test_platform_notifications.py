@@ -135,3 +135,57 @@ def test_password_reset_mail_lands_in_the_platform_sink_with_a_working_token(
             timeout=10,
         )
         assert _login(channel, account)
+
+
+def test_one_click_unsubscribe_from_a_mail_works_through_the_edge(
+    platform: RunningPlatform,
+) -> None:
+    account = DEMO_STUDENTS[0]
+    with grpc.insecure_channel(platform.edge) as channel:
+        admin = (("authorization", f"Bearer {_login(channel, DEMO_ADMIN)}"),)
+        student = (("authorization", f"Bearer {_login(channel, account)}"),)
+        me = identity_grpc.UserServiceStub(channel).GetCurrentUser(
+            identity_pb.GetCurrentUserRequest(), metadata=student, timeout=10
+        )
+        title = f"Newsletter {uuid.uuid4().hex[:6]}"
+        rpc.SendServiceStub(channel).SendNotification(
+            pb.SendNotificationRequest(
+                request_id=str(uuid.uuid4()),
+                user_ids=[me.user.user_id],
+                title=title,
+                message="Monthly news",
+                channels=[res.CHANNEL_EMAIL],
+            ),
+            metadata=admin,
+            timeout=10,
+        )
+        body = _mail_to(platform.state_dir / "mail", account.email, title)
+        link = re.search(r"Unsubscribe: (\S+)", body)
+        assert link, body
+        url = link.group(1)
+        # The link points at the platform's public address: the edge.
+        assert url.startswith(f"http://{platform.edge}/notifications/unsubscribe?token="), url
+        host, port = platform.edge.split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=15)
+        try:
+            one_click = b"List-Unsubscribe=One-Click"
+            connection.request(
+                "POST",
+                url.split(platform.edge, 1)[1],
+                body=one_click,
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            response = connection.getresponse()
+            page = response.read().decode()
+        finally:
+            connection.close()
+        assert response.status == 200, page
+        prefs = rpc.PreferenceServiceStub(channel).GetPreferences(
+            pb.GetPreferencesRequest(), metadata=student, timeout=10
+        )
+        announcements_email = [
+            p.enabled
+            for p in prefs.preferences.channels
+            if (p.category, p.channel) == (res.CATEGORY_ANNOUNCEMENTS, res.CHANNEL_EMAIL)
+        ]
+        assert announcements_email == [False]
