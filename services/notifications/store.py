@@ -389,14 +389,15 @@ async def claim_due(
     s: AsyncSession, now: dt.datetime, lease: dt.timedelta, limit: int
 ) -> list[DeliveryRow]:
     """Claims due deliveries for this worker: SKIP LOCKED lets workers in several processes
-    share the queue without waiting on each other; pushing `due_at` out by the lease hides a
-    claimed row from other workers after this transaction commits, and brings it back if this
-    worker dies before recording the outcome."""
+    share the queue without waiting on each other; the lease (`leased_until`) hides a claimed row
+    from other workers after this transaction commits, and brings it back if this worker dies
+    before recording the outcome. `due_at` keeps saying when the delivery was due."""
     rows = await s.execute(
         text(
-            "UPDATE deliveries d SET due_at = :lease_end, attempts = d.attempts + 1, "
+            "UPDATE deliveries d SET leased_until = :lease_end, attempts = d.attempts + 1, "
             "updated_at = :now FROM (SELECT delivery_id FROM deliveries "
-            "WHERE status = 1 AND due_at <= :now ORDER BY due_at LIMIT :lim "
+            "WHERE status = 1 AND due_at <= :now "
+            "AND (leased_until IS NULL OR leased_until <= :now) ORDER BY due_at LIMIT :lim "
             "FOR UPDATE SKIP LOCKED) due WHERE d.delivery_id = due.delivery_id RETURNING d.*"
         ),
         {"now": now, "lease_end": now + lease, "lim": limit},
@@ -418,7 +419,7 @@ async def record_outcome(
     await s.execute(
         text(
             "UPDATE deliveries SET status = CAST(:st AS smallint), error = :err, "
-            "updated_at = CAST(:now AS timestamptz), "
+            "updated_at = CAST(:now AS timestamptz), leased_until = NULL, "
             "attempts = GREATEST(attempts, CAST(:min_attempts AS integer)), "
             "sent_at = CASE WHEN CAST(:st AS smallint) = 2 THEN CAST(:now AS timestamptz) "
             "ELSE sent_at END, "
