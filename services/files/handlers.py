@@ -22,7 +22,7 @@ from services.files.config import FilesConfig
 from services.files.domain import Principal, Purpose, UploadRequest
 from services.files.links import PATH_PREFIX, LinkClaims, LinkSigner
 from services.files.scanning import PassThroughScanner, Scanner, ScanSubject
-from services.files.staging import StagedUpload, Staging
+from services.files.staging import StagedUpload, Staging, finish_despite_cancellation
 from services.files.storage import ObjectStore, object_key
 from services.files.thumbnails import make_thumbnail
 from suuupra_runtime.db import Database, UnitOfWork
@@ -353,7 +353,7 @@ class Files:
             raise
 
     async def _checkpoint(self, up: _Upload, staged: StagedUpload) -> None:
-        await _finish_despite_cancellation(self._checkpoint_now(up, staged))
+        await finish_despite_cancellation(self._checkpoint_now(up, staged))
 
     async def _checkpoint_now(self, up: _Upload, staged: StagedUpload) -> None:
         try:
@@ -750,22 +750,6 @@ class Files:
             except Exception:
                 log.exception("purge pass failed; retrying later")
             await asyncio.sleep(self.config.purge_interval_seconds)
-
-
-async def _finish_despite_cancellation(work: Awaitable[None]) -> None:
-    """Run `work` to the end even if this task is cancelled meanwhile (then re-raise that): gRPC
-    cancels the handler of a dropped call at any await, often right after the request stream
-    ended, and the bytes that arrived must still be checkpointed."""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    task.result()
 
 
 def _facts(row: store.VersionRow) -> domain.FileFacts:

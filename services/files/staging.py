@@ -10,30 +10,65 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 _READ_BYTES = 4 * 1024 * 1024
 
 
+async def finish_despite_cancellation(work: Awaitable[T]) -> T:
+    """Await `work` to its end even if this task is cancelled meanwhile, then re-raise that.
+
+    gRPC cancels the handler of a dropped call at any await. A write running in a worker thread
+    cannot be stopped, so the file must not be checkpointed or closed under it; and the bytes that
+    did arrive must still be checkpointed for the upload to resume.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return task.result()
+
+
 class StagedUpload:
+    # Small chunks are gathered and written/hashed in one worker-thread hop per this many bytes
+    # (a thread hop per 64 KiB message would cost more than the write itself).
+    BATCH_BYTES = 1024 * 1024
+
     def __init__(self, path: Path, handle: BinaryIO, hasher: hashlib._Hash, size: int) -> None:
         self.path = path
         self._handle = handle
         self._hasher = hasher
-        self.size = size
-        self.head = b""
+        self.size = size  # bytes appended, including those still batched in memory
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
-    def _append(self, chunk: bytes) -> None:
-        self._handle.write(chunk)
-        self._hasher.update(chunk)
+    def _write(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._handle.write(chunk)
+            self._hasher.update(chunk)
 
     async def append(self, chunk: bytes) -> None:
-        if len(chunk) >= 64 * 1024:
-            await asyncio.to_thread(self._append, chunk)
-        else:
-            self._append(chunk)  # a thread hop costs more than a small write
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
         self.size += len(chunk)
+        if self._pending_bytes >= self.BATCH_BYTES:
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Write and hash what is batched (off the event loop)."""
+        if not self._pending:
+            return
+        chunks, self._pending, self._pending_bytes = self._pending, [], 0
+        await finish_despite_cancellation(asyncio.to_thread(self._write, chunks))
 
     def _sync(self) -> None:
         self._handle.flush()
@@ -41,12 +76,15 @@ class StagedUpload:
 
     async def sync(self) -> None:
         """Everything appended so far survives a crash once this returns."""
-        await asyncio.to_thread(self._sync)
+        await self.drain()
+        await finish_despite_cancellation(asyncio.to_thread(self._sync))
 
     def hexdigest(self) -> str:
         return self._hasher.hexdigest()
 
     async def read_head(self, count: int) -> bytes:
+        await self.drain()
+
         def read() -> bytes:
             self._handle.flush()
             with open(self.path, "rb") as handle:

@@ -404,6 +404,17 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
             }
             for prefix in service.route_prefixes
         ]
+    # Plain HTTP paths (signed download links, unsubscribe pages, JWKS) are what browsers and
+    # mail clients open: the edge forwards them to the owning service's sidecar, whose RBAC
+    # admits only GET on them and whose route sends them to the app's HTTP port.
+    for service in routed:
+        routes += [
+            {
+                "match": {"prefix": http_path},
+                "route": _edge_route_action(_mesh_cluster_name(service.name), edge),
+            }
+            for http_path in service.http_paths
+        ]
 
     virtual_host: dict[str, Any] = {
         "name": "edge",

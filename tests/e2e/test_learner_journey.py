@@ -11,7 +11,8 @@ instructor grades (a draft the learner cannot see) and releases; the learner see
 
 Cross-service seams asserted on the way: identity → notifications → SMTP (the verification
 mail), courses → assessment (batch roles of the instructor and the learner come only from
-courses' enrollment events).
+courses' enrollment events), assessment → files over the mesh (the submitted file is checked and
+granted to the submission; the instructor downloads it through a signed link at the edge).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 import email
 import email.policy
 import hashlib
+import http.client
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -31,6 +33,7 @@ from typing import TypeVar
 from urllib.parse import parse_qs, urlparse
 
 import grpc
+import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.assessment.v1 import assessment_resources_pb2 as assessment_res
@@ -312,6 +315,18 @@ async def upload(
     return reply
 
 
+def http_get(edge: str, path: str) -> tuple[int, bytes]:
+    """A plain browser GET through the edge (signed links carry their own authorization)."""
+    host, port = edge.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 def inbox_via_grpc_web(edge: str, token: str) -> list[notification_pb2.Notification]:
     """The learner's inbox as the web app reads it: gRPC-Web through the edge."""
     reply = grpc_web.call(
@@ -481,19 +496,43 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
         assert uploaded.file.sha256 == hashlib.sha256(ATTACHMENT).hexdigest()
         submission = (await s.submissions.SubmitAssignment(
             assessment_pb.SubmitAssignmentRequest(
-                request_id=rid(), assignment_id=assignment.assignment_id, text=ESSAY
+                request_id=rid(), assignment_id=assignment.assignment_id, text=ESSAY,
+                file_ids=[uploaded.file.file_id],
             ),
             metadata=bearer(learner), timeout=TIMEOUT,
         )).submission  # fmt: skip
         assert submission.student_id == learner_user.user_id
         assert submission.attempt == 1 and not submission.late
+        assert list(submission.file_ids) == [uploaded.file.file_id]
+
+        # The instructor never owned the file: files lets them read it only through the grant
+        # assessment made to the submission, as a signed link a browser opens at the edge.
+        with pytest.raises(grpc.aio.AioRpcError) as not_theirs:
+            await s.files.GetFile(
+                files_pb.GetFileRequest(file_id=uploaded.file.file_id),
+                metadata=bearer(instructor),
+                timeout=TIMEOUT,
+            )
+        assert not_theirs.value.code() == grpc.StatusCode.NOT_FOUND
+        link = await s.submissions.CreateSubmissionFileLink(
+            assessment_pb.CreateSubmissionFileLinkRequest(
+                submission_id=submission.submission_id, file_id=uploaded.file.file_id
+            ),
+            metadata=bearer(instructor),
+            timeout=TIMEOUT,
+        )
+        assert link.path.startswith("/files/")
+        status, downloaded = await asyncio.to_thread(http_get, edge, link.path)
+        assert (status, downloaded) == (200, ATTACHMENT)
 
         # 7. The instructor finds the submission, grades it (a draft) and releases the grades.
         listed = (await s.submissions.ListSubmissions(
             assessment_pb.ListSubmissionsRequest(assignment_id=assignment.assignment_id),
             metadata=bearer(instructor), timeout=TIMEOUT,
         )).submissions  # fmt: skip
-        assert [(x.submission_id, x.text) for x in listed] == [(submission.submission_id, ESSAY)]
+        assert [(x.submission_id, x.text, list(x.file_ids)) for x in listed] == [
+            (submission.submission_id, ESSAY, [uploaded.file.file_id])
+        ]
         draft_grade = (await s.grading.GradeSubmission(
             assessment_pb.GradeSubmissionRequest(
                 request_id=rid(), submission_id=submission.submission_id,

@@ -190,6 +190,8 @@ def test_edge_filter_chain_and_policies() -> None:
         ("/grpc.reflection.v1.", "mesh_identity"),
         ("/suuupra.identity.v1.", "mesh_identity"),
         ("/suuupra.courses.v1.", "mesh_courses"),
+        # A service's plain HTTP paths reach its sidecar through the edge too.
+        ("/.well-known/", "mesh_identity"),
     ]
     assert vhost["routes"][-1]["route"]["timeout"] == "15s"
 
