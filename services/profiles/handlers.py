@@ -109,6 +109,8 @@ class Profiles:
         self, actor: Actor, prefix: str, page_size: int, page_token: str
     ) -> tuple[list[Summary], str]:
         prefix = domain.normalize_display_name(prefix)
+        if not prefix:
+            raise InvalidArgument([FieldViolation("prefix", "must contain a visible character")])
         fp = domain.fingerprint("search", actor.tenant_id, actor.user_id, store.search_key(prefix))
         after: tuple[str, str] | None = None
         if page_token:

@@ -60,10 +60,12 @@ def search_key(display_name: str) -> str:
     return display_name.casefold()
 
 
-def like_prefix(prefix: str) -> str:
-    """A LIKE pattern matching strings that start with `prefix` (wildcards escaped)."""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """[low, high) holding exactly the strings that start with `prefix` in code-point order,
+    which is the order of the C collation: an index range scan even for a generic plan. (A
+    prefix ending in U+10FFFF, the last code point, matches nothing.)"""
+    last = ord(prefix[-1])
+    return prefix, prefix[:-1] + chr(min(last + 1, 0x10FFFF))
 
 
 def _json(value: Any) -> Any:
@@ -319,7 +321,7 @@ class Reads:
         SELECT {_PROFILE_COLUMNS}, p.search_name, {_CALLER_FOLLOWS} AS caller_follows
           FROM profiles p
          WHERE p.tenant_id = $1 AND p.deleted_at IS NULL
-           AND p.search_name LIKE $2
+           AND p.search_name >= $2 AND p.search_name < $7
            AND (p.search_name, p.user_id) > ($4, $5::uuid)
            AND {_NAME_VISIBLE}
          ORDER BY p.search_name, p.user_id
@@ -336,14 +338,9 @@ class Reads:
     ) -> list[tuple[ProfileRow, str]]:
         """Rows after the keyset position `after` = (search_name, user_id), with their key."""
         start = after or ("", "00000000-0000-0000-0000-000000000000")
+        low, high = prefix_range(search_key(prefix))
         records = await self.pool.fetch(
-            self._SEARCH,
-            tenant_id,
-            like_prefix(search_key(prefix)),
-            caller_id,
-            start[0],
-            start[1],
-            limit,
+            self._SEARCH, tenant_id, low, caller_id, start[0], start[1], limit, high
         )
         return [(_row(r), r["search_name"]) for r in records]
 

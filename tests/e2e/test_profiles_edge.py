@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from suuupra.identity.v1 import identity_service_pb2 as identity_pb
 from suuupra.identity.v1 import identity_service_pb2_grpc as identity_grpc
@@ -87,3 +88,22 @@ async def test_profiles_journey_through_the_edge(platform: RunningPlatform) -> N
         )
         assert as_member.profile.display_name == priya.display_name
         assert as_member.profile.headline == ""
+
+        # Anonymous callers pass the edge for the public RPC and see only PUBLIC fields.
+        public = pb.GetPublicProfileRequest(tenant_id=mine.tenant_id, user_id=priya_id)
+        with pytest.raises(grpc.aio.AioRpcError) as hidden:
+            await profiles.GetPublicProfile(public, timeout=10)  # nothing public by default
+        assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+        await profiles.UpdateMyProfile(
+            pb.UpdateMyProfileRequest(
+                request_id=rid(),
+                profile=profile_pb2.Profile(
+                    privacy=profile_pb2.PrivacySettings(display_name=profile_pb2.VISIBILITY_PUBLIC)
+                ),
+                update_mask=FieldMask(paths=["privacy.display_name"]),
+            ),
+            metadata=priya_auth,
+            timeout=10,
+        )
+        shown = (await profiles.GetPublicProfile(public, timeout=10)).profile
+        assert (shown.display_name, shown.headline) == (priya.display_name, "")

@@ -62,12 +62,20 @@ class ProfilesHarness:
         self.members[name] = member
         return member
 
-    async def outbox_types(self) -> list[str]:
+    async def outbox_types(self, tenant_id: str | None = None) -> list[str]:
+        """Short names of the events in the outbox (of one tenant when given), oldest first."""
+        query = select(outbox_table.c.event_type).order_by(outbox_table.c.seq)
+        if tenant_id is not None:
+            query = query.where(outbox_table.c.tenant_id == tenant_id)
         async with self.wiring.database.engine.connect() as conn:
-            rows = await conn.execute(
-                select(outbox_table.c.event_type).order_by(outbox_table.c.seq)
-            )
+            rows = await conn.execute(query)
             return [r.event_type.rsplit(".", 1)[-1] for r in rows]
+
+    async def delete_member(self, name: str) -> None:
+        """What identity's UserDeleted does (the consumer's own handler)."""
+        member = self.members[name]
+        async with self.wiring.database.unit_of_work(tenant_id=member.tenant_id) as uow:
+            await self.wiring.profiles.user_deleted(uow, member.tenant_id, member.user_id)
 
 
 @asynccontextmanager

@@ -212,6 +212,10 @@ async def test_bad_profile_input_is_rejected_with_field_violations_and_changes_n
         h.profiles.SearchProfiles(pb.SearchProfilesRequest(prefix=""), metadata=fred.metadata)
     )
     assert field_violations(err) == ["prefix"]
+    err = await _fails(
+        h.profiles.SearchProfiles(pb.SearchProfilesRequest(prefix="  \t "), metadata=fred.metadata)
+    )
+    assert field_violations(err) == ["prefix"]
 
 
 async def test_etag_guards_concurrent_edits(h: ProfilesHarness) -> None:
@@ -245,9 +249,8 @@ async def test_follow_is_idempotent_refuses_self_and_lists_paginate(h: ProfilesH
             pb.FollowRequest(request_id=rid(), user_id=star.user_id), metadata=fan.metadata
         )
         assert first.created and retry.created and not again.created
-    types = await h.outbox_types()
-    followed = [t for t in types if t == "UserFollowed"]
-    assert len(followed) >= 5  # other tests follow too; count this tenant's below
+    # Retries and repeated follows emitted nothing: one event per real follow.
+    assert (await h.outbox_types(tenant)).count("UserFollowed") == 5
 
     err = await _fails(
         h.follows.Follow(
@@ -293,6 +296,7 @@ async def test_follow_is_idempotent_refuses_self_and_lists_paginate(h: ProfilesH
         pb.ListFollowersRequest(user_id=star.user_id), metadata=star.metadata
     )
     assert len(page.profiles) == 4
+    assert (await h.outbox_types(tenant)).count("UserUnfollowed") == 1
     # A page token is bound to its query.
     err = await _fails(
         h.follows.ListFollowing(
@@ -426,3 +430,53 @@ async def test_permissions_and_authentication(h: ProfilesHarness) -> None:
         )
     )
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_deleted_user_disappears_everywhere(h: ProfilesHarness) -> None:
+    tenant = str(uuid.uuid4())
+    gone = await h.add_member("gone", tenant, "Gone Soon")
+    friend = await h.add_member("friend", tenant, "Friend")
+    for a, b in ((gone, friend), (friend, gone)):
+        await h.follows.Follow(pb.FollowRequest(request_id=rid(), user_id=b.user_id),
+                               metadata=a.metadata)  # fmt: skip
+    await h.delete_member("gone")
+    await h.delete_member("gone")  # a second UserDeleted is a no-op
+    assert (await h.outbox_types(tenant)).count("ProfileDeleted") == 1
+
+    f = friend.metadata
+    err = await _fails(
+        h.profiles.GetProfile(pb.GetProfileRequest(user_id=gone.user_id), metadata=f)
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    found = await h.profiles.SearchProfiles(pb.SearchProfilesRequest(prefix="gone"), metadata=f)
+    assert list(found.profiles) == []
+    for listing in (
+        h.follows.ListFollowers(pb.ListFollowersRequest(user_id=friend.user_id), metadata=f),
+        h.follows.ListFollowing(pb.ListFollowingRequest(user_id=friend.user_id), metadata=f),
+    ):
+        assert list((await listing).profiles) == []
+    err = await _fails(
+        h.follows.Follow(pb.FollowRequest(request_id=rid(), user_id=gone.user_id), metadata=f)
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    # The deleted user's still-valid token no longer reaches a profile.
+    err = await _fails(h.profiles.GetMyProfile(pb.GetMyProfileRequest(), metadata=gone.metadata))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_update_retry_returns_the_first_response_and_emits_once(h: ProfilesHarness) -> None:
+    tenant = str(uuid.uuid4())
+    member = await h.add_member("retrier", tenant, "Retrier")
+    request = pb.UpdateMyProfileRequest(
+        request_id=rid(),
+        profile=V.Profile(bio="first"),
+        update_mask=FieldMask(paths=["bio"]),
+    )
+    first = await h.profiles.UpdateMyProfile(request, metadata=member.metadata)
+    retry = await h.profiles.UpdateMyProfile(request, metadata=member.metadata)
+    assert retry == first
+    assert (await h.outbox_types(tenant)).count("ProfileUpdated") == 1
+    # Another member replaying the same request id gets their own answer, not this one.
+    other = await h.add_member("replayer", tenant, "Replayer")
+    theirs = await h.profiles.UpdateMyProfile(request, metadata=other.metadata)
+    assert theirs.profile.user_id == other.user_id and theirs.profile.bio == "first"

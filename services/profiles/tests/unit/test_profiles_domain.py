@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.profiles import domain
+from services.profiles import domain, store
 from services.profiles.domain import Relation, Visibility
 from suuupra_runtime.errors import InvalidArgument
 
@@ -147,3 +147,12 @@ def test_page_tokens_round_trip_and_are_bound_to_their_query() -> None:
         assert _violations(exc) == {"page_token"}
     assert domain.effective_page_size(0) == domain.DEFAULT_PAGE_SIZE
     assert domain.effective_page_size(10_000) == domain.MAX_PAGE_SIZE
+
+
+@pytest.mark.parametrize("prefix", ["a", "zo", "é", "z_"])
+def test_prefix_range_holds_exactly_the_names_starting_with_the_prefix(prefix: str) -> None:
+    low, high = store.prefix_range(prefix)
+    names = ["", "a", "ab", "b", "zo", "zoe", "zp", "z_x", "z`", "é", "éa", "ê", prefix + "x"]
+    inside = {n for n in names if low <= n < high}
+    expected = {n for n in names if n.startswith(prefix)}
+    assert inside == expected
