@@ -251,3 +251,29 @@ async def test_note_shared_event_names_the_recipients(notes: NotesHarness) -> No
     assert direct.permission == ev.SHARE_PERMISSION_READ and direct.owner_id == ada.user_id
     assert cohort.batch_id == "batch-7" and list(cohort.recipient_ids) == [sam.user_id]
     assert cohort.permission == ev.SHARE_PERMISSION_EDIT and cohort.tenant_id == ada.tenant_id
+
+
+async def test_replaying_courses_rebuilds_the_same_cohort_projection(notes: NotesHarness) -> None:
+    from services.notes.events import rebuild_cohorts
+
+    sam, lee = notes.user("sam"), notes.user("lee")
+    await notes.enroll(sam, "batch-1")
+    await notes.enroll(lee, "batch-1")
+    await notes.drop(sam, "batch-1")
+    await notes.enroll(lee, "batch-2", status=enrollment.ENROLLMENT_STATUS_WAITLISTED)
+    state = (
+        "SELECT string_agg(batch_id || user_id || active::text, ',' ORDER BY batch_id, user_id) "
+        "FROM batch_members"
+    )
+
+    async def projected() -> bool:
+        return await notes.scalar("SELECT count(*) FROM inbox") == 4
+
+    await eventually(projected)
+    before = await notes.scalar(state)
+    assert before == f"batch-1{lee.user_id}true,batch-1{sam.user_id}false"
+    await notes.scalar("DELETE FROM batch_members RETURNING 1")
+    assert await rebuild_cohorts(notes.wiring.notes, notes.nats_url) == 4
+    assert await notes.scalar(state) == before
+    assert await rebuild_cohorts(notes.wiring.notes, notes.nats_url) == 4  # twice: no change
+    assert await notes.scalar(state) == before
