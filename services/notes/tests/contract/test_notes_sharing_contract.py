@@ -277,3 +277,38 @@ async def test_replaying_courses_rebuilds_the_same_cohort_projection(notes: Note
     assert await notes.scalar(state) == before
     assert await rebuild_cohorts(notes.wiring.notes, notes.nats_url) == 4  # twice: no change
     assert await notes.scalar(state) == before
+
+
+async def test_shared_notes_page_through_direct_and_cohort_shares(notes: NotesHarness) -> None:
+    ada, bob = notes.user("ada"), notes.user("bob")
+    await notes.enroll(bob, "batch-3")
+
+    async def projected() -> bool:
+        return bool(await notes.scalar("SELECT count(*) = 1 FROM batch_members"))
+
+    await eventually(projected)
+    made = []
+    for i in range(3):
+        note = (await notes.create(ada, title=f"s{i}")).note
+        if i == 1:
+            await notes.share(ada, note.note_id, batch_id="batch-3", edit=True)
+        else:
+            await notes.share(ada, note.note_id, user=bob)
+        made.append(note.note_id)
+    await notes.share(ada, made[0], batch_id="batch-3")  # two routes to one note: listed once
+    await notes.create(bob, title="bob's own")  # own notes are not "shared with me"
+    seen: list[tuple[str, int]] = []
+    token = ""
+    while True:
+        page = await notes.stub.ListSharedNotes(
+            pb.ListSharedNotesRequest(page_size=2, page_token=token), metadata=bob.metadata
+        )
+        seen += [(n.note_id, n.access) for n in page.notes]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [
+        (made[2], note_pb2.NOTE_ACCESS_READ),
+        (made[1], note_pb2.NOTE_ACCESS_EDIT),
+        (made[0], note_pb2.NOTE_ACCESS_READ),
+    ]
