@@ -271,7 +271,10 @@ async def test_replaying_courses_rebuilds_the_same_cohort_projection(notes: Note
 
     await eventually(projected)
     before = await notes.scalar(state)
-    assert before == f"batch-1{lee.user_id}true,batch-1{sam.user_id}false"
+    assert set(str(before).split(",")) == {
+        f"batch-1{lee.user_id}true",
+        f"batch-1{sam.user_id}false",
+    }
     await notes.scalar("DELETE FROM batch_members RETURNING 1")
     assert await rebuild_cohorts(notes.wiring.notes, notes.nats_url) == 4
     assert await notes.scalar(state) == before
