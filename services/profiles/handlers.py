@@ -129,8 +129,11 @@ class Profiles:
 
     async def follow(self, uow: UnitOfWork, actor: Actor, user_id: str) -> bool:
         domain.check_follow(actor.user_id, user_id)
-        if not await store.active_profile_exists(uow.session, actor.tenant_id, user_id):
-            raise _no_profile(user_id)
+        alive = await store.active_profiles(uow.session, actor.tenant_id, actor.user_id, user_id)
+        # A deleted user's token stays valid until it expires; their profile is gone meanwhile.
+        for needed in (actor.user_id, user_id):
+            if needed not in alive:
+                raise _no_profile(needed)
         created = await store.add_follow(uow.session, actor.tenant_id, actor.user_id, user_id)
         if created:
             self.events.follow_changed(

@@ -213,18 +213,19 @@ async def tombstone_profile(session: AsyncSession, tenant_id: str, user_id: str)
     return True
 
 
-async def active_profile_exists(session: AsyncSession, tenant_id: str, user_id: str) -> bool:
-    found = await session.scalar(
+async def active_profiles(session: AsyncSession, tenant_id: str, *user_ids: str) -> set[str]:
+    """Which of `user_ids` have a live (not deleted) profile in the tenant."""
+    found = await session.scalars(
         sa.select(profiles.c.user_id)
         .where(
             profiles.c.tenant_id == tenant_id,
-            profiles.c.user_id == user_id,
+            profiles.c.user_id.in_(user_ids),
             profiles.c.deleted_at.is_(None),
         )
-        # Shared lock: a concurrent UserDeleted cannot slip in between check and follow.
+        # Shared locks: a concurrent UserDeleted cannot slip in between check and write.
         .with_for_update(read=True)
     )
-    return found is not None
+    return {str(user_id) for user_id in found}
 
 
 async def add_follow(
