@@ -94,7 +94,7 @@ class Profiles:
             caller_id=actor.user_id, caller_tenant=actor.tenant_id,
             owner_id=user_id, owner_tenant=actor.tenant_id, caller_follows=row.caller_follows,
         )  # fmt: skip
-        return replace(domain.view_for(row.profile, relation), followed=row.caller_follows)
+        return domain.view_for(row.profile, relation, followed=row.caller_follows)
 
     async def public_profile(self, tenant_id: str, user_id: str) -> domain.ProfileView:
         row = await self.reads.profile(tenant_id, user_id, None)
