@@ -52,16 +52,19 @@ from suuupra.assessment.v1 import assessment_events_pb2 as ev  # noqa: E402
 from suuupra.assessment.v1 import assessment_resources_pb2 as res  # noqa: E402
 from suuupra.assessment.v1 import assessment_service_pb2 as pb  # noqa: E402
 from suuupra.assessment.v1 import assessment_service_pb2_grpc as rpc  # noqa: E402
+from suuupra.files.v1 import files_service_pb2_grpc as files_rpc  # noqa: E402
 from suuupra.identity.v1 import identity_service_pb2 as identity_pb  # noqa: E402
 from suuupra.identity.v1 import identity_service_pb2_grpc as identity_rpc  # noqa: E402
 
+from services.files.tests.harness import pdf_bytes, upload_messages  # noqa: E402
 from suuupra_runtime.infra.postgres import SUPERUSER  # noqa: E402
 from tests.e2e.platform_process import RunningPlatform, start_platform  # noqa: E402
 from tools.demo_data import DEMO_INSTRUCTOR, DEMO_STUDENTS, DEMO_TENANT_SLUG  # noqa: E402
 
 CLIENT_CPU = 1
 CONCURRENCY = 16
-PAYLOAD = "x" * 65_536
+TEXT = "My answer, with the details in the attached PDF."
+FILE_BYTES = 65_536
 ATTEMPTS = 100  # the contract's maximum per (assignment, student)
 RESULTS = ROOT / "bench" / "results" / "assessment_submit.json"
 
@@ -109,7 +112,8 @@ async def _assignments(target: str, token: str, batch: str, count: int) -> list[
                     batch_id=batch,
                     title=f"bench {i}",
                     max_points_centi=10_000,
-                    submission_types=[res.SUBMISSION_TYPE_TEXT],
+                    submission_types=[res.SUBMISSION_TYPE_TEXT, res.SUBMISSION_TYPE_FILES],
+                    allowed_file_types=["application/pdf"],
                     max_attempts=ATTEMPTS,
                     open_time=_ts(now - timedelta(days=1)),
                     due_time=_ts(now + timedelta(days=1)),
@@ -129,8 +133,18 @@ async def _assignments(target: str, token: str, batch: str, count: int) -> list[
     return out
 
 
+async def _upload(edge: str, token: str, seed: int) -> str:
+    async with grpc.aio.insecure_channel(edge) as channel:
+        reply = await files_rpc.FileServiceStub(channel).UploadFile(
+            upload_messages(pdf_bytes(FILE_BYTES, seed=seed), name="answer.pdf", purpose=2),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=30,
+        )
+    return str(reply.file.file_id)
+
+
 async def _run(
-    target: str, students: list[str], assignments: list[str], seconds: float
+    target: str, students: list[tuple[str, str]], assignments: list[str], seconds: float
 ) -> tuple[float, list[str], int]:
     """Submissions per second, the ids the service returned, and the failures."""
     slots = iter(
@@ -150,11 +164,14 @@ async def _run(
                 slot = next(slots, None)
                 if slot is None:
                     raise RuntimeError("ran out of attempts: raise the assignment count")
-                token, assignment = slot
+                (token, file_id), assignment = slot
                 try:
                     reply = await stub.SubmitAssignment(
                         pb.SubmitAssignmentRequest(
-                            request_id=str(uuid.uuid4()), assignment_id=assignment, text=PAYLOAD
+                            request_id=str(uuid.uuid4()),
+                            assignment_id=assignment,
+                            text=TEXT,
+                            file_ids=[file_id],
                         ),
                         metadata=(("authorization", f"Bearer {token}"),),
                         timeout=20,
@@ -213,7 +230,7 @@ async def _bench(platform: RunningPlatform, rounds: int, seconds: float) -> dict
         batch,
         [(instructor_id, "instructor"), *((sid, "student") for _, sid, _ in students)],
     )
-    tokens = [t for t, _, _ in students]
+    tokens = [(t, await _upload(edge, t, seed)) for seed, (t, _, _) in enumerate(students)]
     targets = {"direct": direct, "edge": edge}
     rps: dict[str, list[float]] = {k: [] for k in targets}
     failures: dict[str, int] = dict.fromkeys(targets, 0)
@@ -249,7 +266,7 @@ async def _bench(platform: RunningPlatform, rounds: int, seconds: float) -> dict
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "python": host.python_version()},
         "load_average_1m": os.getloadavg()[0],
-        "payload": "64 KiB text (files service not on the platform: no file part)",
+        "payload": "short text + one 64 KiB PDF (files GetFile + GrantAccess per submit)",
         "concurrency": CONCURRENCY,
         "rounds": rounds,
         "seconds_per_round": seconds,

@@ -25,8 +25,9 @@ What the server does (DESIGN.md §4):
 * an HTTP endpoint (`SUUUPRA_HTTP_ADDR`): `/metrics`, `/healthz` (200 serving / 503 not), the
   definition's exact `http_routes` and its `http_prefix_routes`;
 * SIGTERM/SIGINT → health NOT_SERVING everywhere → wait `drain_delay_seconds` so load balancers
-  notice → `server.stop(grace_seconds)` (in-flight calls finish, new ones are refused) → cancel
-  background tasks → run `on_stop` → return (exit 0).
+  notice → run `on_drain` (e.g. end long-lived streams so their clients reconnect elsewhere instead
+  of holding the process for the whole grace period) → `server.stop(grace_seconds)` (in-flight
+  calls finish, new ones are refused) → cancel background tasks → run `on_stop` → return (exit 0).
 
 `RuntimeServer` is the same machinery without signal handling, for tests that run a server
 in-process (`await server.start()`, `server.grpc_port`, `await server.stop()`).
@@ -70,6 +71,9 @@ class ServiceDefinition:
     on_start: Sequence[Callable[[], Awaitable[None]]] = ()
     background: Sequence[Callable[[], Awaitable[None]]] = ()
     on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Awaited when draining starts, before the grace period: the server still runs, so a hook can
+    # end open server streams (the clients see the error and reconnect to another replica).
+    on_drain: Sequence[Callable[[], Awaitable[None]]] = ()
     http_routes: Mapping[str, HttpHandler] = field(default_factory=dict)
     # Path prefix → handler given the whole request (GET/HEAD/POST); the prefixes belong under the
     # service's `http_paths` in mesh/topology.yaml so its sidecar routes them here.
@@ -251,6 +255,11 @@ class RuntimeServer:
             task.cancel()
         if self._server is not None:
             await asyncio.sleep(self.settings.drain_delay_seconds)
+            for drain_hook in self.definition.on_drain:
+                try:
+                    await drain_hook()
+                except Exception:
+                    _log.exception("on_drain hook failed")
             await self._server.stop(self.settings.grace_seconds)
         for task in self._background:
             task.cancel()

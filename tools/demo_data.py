@@ -20,11 +20,16 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
-from suuupra.courses.v1 import course_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from suuupra.assessment.v1 import assessment_resources_pb2 as assessment_res
+from suuupra.assessment.v1 import assessment_service_pb2 as assessment_pb
+from suuupra.assessment.v1 import assessment_service_pb2_grpc as assessment_grpc
+from suuupra.courses.v1 import batch_pb2, course_pb2
 from suuupra.courses.v1 import courses_service_pb2 as courses_pb
 from suuupra.courses.v1 import courses_service_pb2_grpc as courses_grpc
 from suuupra.identity.v1 import identity_service_pb2 as identity_pb
@@ -221,7 +226,9 @@ async def load_demo_data(
         report("  skip demo course: there is no courses service yet")
         return
     async with grpc.aio.insecure_channel(edge_address) as channel:
-        await _ensure_demo_course(channel, report)
+        batch = await _ensure_demo_course(channel, report)
+        if "assessment" in services:
+            await _ensure_demo_assignment(channel, batch, report)
 
 
 async def _ensure_demo_note(channel: grpc.aio.Channel, report: Callable[[str], None]) -> None:
@@ -267,7 +274,9 @@ async def _ensure_demo_note(channel: grpc.aio.Channel, report: Callable[[str], N
 DEMO_COURSE_CODE = "DEMO101"
 
 
-async def _ensure_demo_course(channel: grpc.aio.Channel, report: Callable[[str], None]) -> None:
+async def _ensure_demo_course(
+    channel: grpc.aio.Channel, report: Callable[[str], None]
+) -> batch_pb2.Batch:
     """A published course (one module, two lessons, a quiz) with an open batch of 10 seats and the
     demo students enrolled. Every call carries a request id derived from what it creates, so a
     rerun replays the first responses (the courses service remembers them) and changes nothing."""
@@ -352,7 +361,7 @@ async def _ensure_demo_course(channel: grpc.aio.Channel, report: Callable[[str],
         metadata=instructor,
         timeout=_TIMEOUT,
     )
-    batch = (
+    batch: batch_pb2.Batch = (
         await batches.CreateBatch(
             courses_pb.CreateBatchRequest(
                 request_id=rid("batch"), course_id=course.course_id, name="Demo cohort", capacity=10
@@ -376,6 +385,88 @@ async def _ensure_demo_course(channel: grpc.aio.Channel, report: Callable[[str],
             timeout=_TIMEOUT,
         )
     report(f"  have course     {DEMO_COURSE_CODE} (batch {batch.batch_id}, 3 students enrolled)")
+    return batch
+
+
+DEMO_ASSIGNMENT_TITLE = "Sorting essay"
+
+
+async def _ensure_demo_assignment(
+    channel: grpc.aio.Channel, batch: batch_pb2.Batch, report: Callable[[str], None]
+) -> None:
+    """A published assignment in the demo batch, due in a week, with a small rubric and a late
+    policy. Created once (looked up by title first: its times depend on when it was made)."""
+    instructor = _bearer(
+        await login(channel, DEMO_TENANT_SLUG, DEMO_INSTRUCTOR.email, DEMO_INSTRUCTOR.password)
+    )
+    stub = assessment_grpc.AssignmentServiceStub(channel)
+    # The instructor owns the course; assessment learns that from courses' events, so the first
+    # calls may be refused until its projection has caught up.
+    for _ in range(80):
+        try:
+            listed = await stub.ListAssignments(
+                assessment_pb.ListAssignmentsRequest(batch_id=batch.batch_id),
+                metadata=instructor,
+                timeout=_TIMEOUT,
+            )
+            break
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.PERMISSION_DENIED:
+                raise
+            await asyncio.sleep(0.25)
+    else:
+        report("  skip demo assignment: assessment has not seen the demo batch yet")
+        return
+    if any(a.title == DEMO_ASSIGNMENT_TITLE for a in listed.assignments):
+        report(f"  have assignment {DEMO_ASSIGNMENT_TITLE}")
+        return
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def ts(moment: datetime) -> Timestamp:
+        out = Timestamp()
+        out.FromDatetime(moment)
+        return out
+
+    levels = [
+        assessment_res.RubricLevel(title="Needs work", points_centi=2_000),
+        assessment_res.RubricLevel(title="Good", points_centi=4_000),
+        assessment_res.RubricLevel(title="Excellent", points_centi=5_000),
+    ]
+    created = await stub.CreateAssignment(
+        assessment_pb.CreateAssignmentRequest(
+            request_id=request_id("assignment", batch.batch_id, DEMO_ASSIGNMENT_TITLE),
+            course_id=batch.course_id,
+            batch_id=batch.batch_id,
+            title=DEMO_ASSIGNMENT_TITLE,
+            instructions="Compare **insertion sort** and **merge sort** in about 500 words.",
+            submission_types=[
+                assessment_res.SUBMISSION_TYPE_TEXT,
+                assessment_res.SUBMISSION_TYPE_FILES,
+            ],
+            allowed_file_types=["application/pdf"],
+            max_attempts=3,
+            open_time=ts(now - timedelta(days=1)),
+            due_time=ts(now + timedelta(days=7)),
+            close_time=ts(now + timedelta(days=10)),
+            rubric=[
+                assessment_res.RubricCriterion(criterion_id=key, title=key.title(), levels=levels)
+                for key in ("content", "clarity")
+            ],
+            late_policy=assessment_res.LatePolicy(percent_per_day_bp=1_000, floor_bp=5_000),
+            category="homework",
+        ),
+        metadata=instructor,
+        timeout=_TIMEOUT,
+    )
+    await stub.PublishAssignment(
+        assessment_pb.PublishAssignmentRequest(
+            request_id=request_id("publish", created.assignment.assignment_id),
+            assignment_id=created.assignment.assignment_id,
+        ),
+        metadata=instructor,
+        timeout=_TIMEOUT,
+    )
+    report(f"  new  assignment {DEMO_ASSIGNMENT_TITLE} (due in 7 days)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -389,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     admin = PlatformAdmin.load_or_create(args.platform_admin_file)
-    asyncio.run(load_demo_data(args.edge, admin, services=("identity", "courses", "notes")))
+    services = ("identity", "courses", "notes", "assessment")
+    asyncio.run(load_demo_data(args.edge, admin, services=services))
     return 0
 
 

@@ -1,8 +1,10 @@
 # mypy: disable-error-code="import-untyped"
 """Domain events → `assessment_events.proto` (outbox), and the inbound enrollment consumer.
 
-Batch membership is a local projection of courses' enrollment events: EnrollmentCreated (ACTIVE)
-and EnrollmentPromoted add a member with their role, EnrollmentDropped removes them. Handlers run
+Batch membership is a local projection of courses' events: EnrollmentCreated (ACTIVE) and
+EnrollmentPromoted add a member with their role, EnrollmentDropped removes them; CourseCreated
+(owners) and BatchOpened (batch → course) make a course's owners instructors of its batches, as
+courses itself treats them. Handlers run
 inside the runtime consumer's transaction (inbox row included), so each event applies once.
 """
 
@@ -177,7 +179,19 @@ async def on_enrollment_dropped(event: courses.EnrollmentDropped, uow: UnitOfWor
     )
 
 
+async def on_course_created(event: courses.CourseCreated, uow: UnitOfWork) -> None:
+    await store.add_course_owners(
+        uow.session, event.tenant_id, event.course_id, list(event.owner_ids)
+    )
+
+
+async def on_batch_opened(event: courses.BatchOpened, uow: UnitOfWork) -> None:
+    await store.set_batch_course(uow.session, event.tenant_id, event.batch_id, event.course_id)
+
+
 ENROLLMENT_HANDLERS: dict[type[Message], EventHandler] = {
+    courses.CourseCreated: on_course_created,
+    courses.BatchOpened: on_batch_opened,
     courses.EnrollmentCreated: on_enrollment_created,
     courses.EnrollmentPromoted: on_enrollment_promoted,
     courses.EnrollmentDropped: on_enrollment_dropped,

@@ -244,6 +244,8 @@ class Assessment:
         for row in rows:
             roles.add(domain.BatchRole(row.role))
             sections.add(row.section_id)
+        if await store.owns_batch_course(session, p.tenant_id, batch_id, p.user_id):
+            roles.add(domain.BatchRole.INSTRUCTOR)  # owners teach every batch of their course
         actor = domain.Actor(
             user_id=p.user_id,
             tenant_id=p.tenant_id,

@@ -22,7 +22,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = "assessment"
 STREAM = StreamSpec.for_domain(SERVICE)
 COURSES_STREAM = StreamSpec.for_domain("courses")
-ENROLLMENT_CONSUMER = "assessment-enrollments"
+ENROLLMENT_CONSUMER = "assessment-courses"
 DUE_SOON_INTERVAL_SECONDS = 60.0
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,13 @@ async def build_wiring(
         handlers=events.ENROLLMENT_HANDLERS,
         filter_subjects=[
             f"suuupra.courses.v1.{name}"
-            for name in ("EnrollmentCreated", "EnrollmentPromoted", "EnrollmentDropped")
+            for name in (
+                "CourseCreated",
+                "BatchOpened",
+                "EnrollmentCreated",
+                "EnrollmentPromoted",
+                "EnrollmentDropped",
+            )
         ],
     )
 

@@ -43,6 +43,22 @@ batch_members = Table(
     Column("updated_at", DateTime(timezone=True)),
 )
 
+course_owners = Table(
+    "course_owners",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("course_id", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+)
+
+batch_courses = Table(
+    "batch_courses",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("batch_id", Text, primary_key=True),
+    Column("course_id", Text),
+)
+
 assignments = Table(
     "assignments",
     metadata,
@@ -203,6 +219,51 @@ async def set_membership(
             },
         )
     )
+
+
+async def add_course_owners(
+    session: AsyncSession, tenant_id: str, course_id: str, owner_ids: Sequence[str]
+) -> None:
+    if owner_ids:
+        await session.execute(
+            insert(course_owners)
+            .values(
+                [{"tenant_id": tenant_id, "course_id": course_id, "user_id": u} for u in owner_ids]
+            )
+            .on_conflict_do_nothing()
+        )
+
+
+async def set_batch_course(
+    session: AsyncSession, tenant_id: str, batch_id: str, course_id: str
+) -> None:
+    await session.execute(
+        insert(batch_courses)
+        .values(tenant_id=tenant_id, batch_id=batch_id, course_id=course_id)
+        .on_conflict_do_nothing()
+    )
+
+
+async def owns_batch_course(
+    session: AsyncSession, tenant_id: str, batch_id: str, user_id: str
+) -> bool:
+    """Whether `user_id` owns the course `batch_id` belongs to (owners teach every batch)."""
+    found = await session.scalar(
+        select(course_owners.c.user_id)
+        .join(
+            batch_courses,
+            and_(
+                batch_courses.c.tenant_id == course_owners.c.tenant_id,
+                batch_courses.c.course_id == course_owners.c.course_id,
+            ),
+        )
+        .where(
+            batch_courses.c.tenant_id == tenant_id,
+            batch_courses.c.batch_id == batch_id,
+            course_owners.c.user_id == user_id,
+        )
+    )
+    return found is not None
 
 
 async def batch_roles(

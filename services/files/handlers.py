@@ -22,7 +22,12 @@ from services.files.config import FilesConfig
 from services.files.domain import Principal, Purpose, UploadRequest
 from services.files.links import PATH_PREFIX, LinkClaims, LinkSigner
 from services.files.scanning import PassThroughScanner, Scanner, ScanSubject
-from services.files.staging import StagedUpload, Staging, finish_despite_cancellation
+from services.files.staging import (
+    StagedBytesLostError,
+    StagedUpload,
+    Staging,
+    finish_despite_cancellation,
+)
 from services.files.storage import ObjectStore, object_key
 from services.files.thumbnails import make_thumbnail
 from suuupra_runtime.db import Database, UnitOfWork
@@ -240,7 +245,18 @@ class Files:
                 committed = int(row.committed_offset)
                 domain.check_resume(stored, up.meta, committed)
         await announce(up.upload_id)
-        staged = await self.staging.open(up.upload_id, committed)
+        try:
+            staged = await self.staging.open(up.upload_id, committed)
+        except StagedBytesLostError:
+            # The partial bytes are not here (another replica, a wiped disk): start over.
+            async with self.db.unit_of_work(tenant_id=up.tenant_id) as uow:
+                await store.set_committed(uow.session, up.tenant_id, up.upload_id, 0, _now())
+            await self.staging.discard(up.upload_id)
+            raise FailedPrecondition(
+                "the partial upload is no longer available; send it again from offset 0",
+                reason="UPLOAD_OFFSET_MISMATCH",
+                metadata={"committed_offset": "0"},
+            ) from None
         try:
             return await self._receive(up, staged, chunks)
         finally:

@@ -38,6 +38,10 @@ async def finish_despite_cancellation(work: Awaitable[T]) -> T:
     return task.result()
 
 
+class StagedBytesLostError(OSError):
+    """Fewer bytes are staged than were committed (another replica's disk, a wiped volume)."""
+
+
 class StagedUpload:
     # Small chunks are gathered and written/hashed in one worker-thread hop per this many bytes
     # (a thread hop per 64 KiB message would cost more than the write itself).
@@ -106,6 +110,8 @@ class Staging:
 
     def _open(self, upload_id: str, committed: int) -> StagedUpload:
         path = self.path(upload_id)
+        if (path.stat().st_size if path.exists() else 0) < committed:
+            raise StagedBytesLostError(f"staged upload {upload_id} has lost committed bytes")
         handle = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 (owned by StagedUpload)
         try:
             # Bytes past the committed offset were never confirmed durable: drop them.
@@ -116,7 +122,7 @@ class Staging:
             while remaining > 0:
                 block = handle.read(min(_READ_BYTES, remaining))
                 if not block:
-                    raise OSError(f"staged upload {upload_id} lost bytes before {committed}")
+                    raise StagedBytesLostError(f"staged upload {upload_id} lost bytes")
                 hasher.update(block)
                 remaining -= len(block)
             handle.seek(committed)

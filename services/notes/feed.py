@@ -54,6 +54,7 @@ class ChangeFeed:
         self._by_note: dict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._by_user: dict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._conn: asyncpg.Connection | None = None
+        self.draining = False
 
     async def ready(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
@@ -103,6 +104,11 @@ class ChangeFeed:
         for subs in list(self._by_note.values()):
             for sub in subs:
                 sub.ring()
+
+    async def drain(self) -> None:
+        """The server is shutting down: wake every watcher so it ends its stream now."""
+        self.draining = True
+        self._ring_all()
 
     def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         self.dispatch(payload)

@@ -21,6 +21,7 @@ from suuupra_runtime.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    Unavailable,
 )
 from suuupra_runtime.read_pool import ReadPool
 
@@ -322,6 +323,14 @@ class Notes:
             yield WatchKind.SNAPSHOT, last
             while True:
                 await changes.wait()
+                if self.feed.draining:
+                    # Tell the client to reconnect (to another replica) instead of holding this
+                    # process for the whole grace period.
+                    raise Unavailable(
+                        "the server is shutting down; watch again",
+                        retry_after_seconds=0.0,
+                        reason="SERVER_DRAINING",
+                    )
                 conn = self.reads
                 row = await store.note_with_access(conn, actor.tenant_id, note_id, actor.user_id)
                 if row is None:

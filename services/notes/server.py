@@ -87,6 +87,7 @@ async def build_wiring(
         service_names=SERVICE_NAMES,
         readiness=[db.ping, migrations_ready, link.ready, feed.ready],
         background=[link.maintain, relay.run, feed.run, consume],
+        on_drain=[feed.drain],
         on_stop=[close],
     )
     return Wiring(definition, notes, db, feed, consumer, relay)

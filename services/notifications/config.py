@@ -85,8 +85,11 @@ class NotificationsConfig:
                 "SUUUPRA_NOTIFICATIONS_PUSH_ACCESS_TOKEN", cls.push_access_token
             ),
             app_url=e.get("SUUUPRA_NOTIFICATIONS_APP_URL", cls.app_url).rstrip("/"),
-            public_url=e.get(
-                "SUUUPRA_NOTIFICATIONS_PUBLIC_URL",
-                "http://" + (e.get("SUUUPRA_HTTP_ADDR") or "127.0.0.1:17164"),
+            # Links in mails: our own setting, else the platform's public address (the edge
+            # routes our http_paths), else our HTTP port (a service run alone).
+            public_url=(
+                e.get("SUUUPRA_NOTIFICATIONS_PUBLIC_URL")
+                or e.get("SUUUPRA_PUBLIC_URL")
+                or "http://" + (e.get("SUUUPRA_HTTP_ADDR") or "127.0.0.1:17164")
             ).rstrip("/"),
         )

@@ -9,8 +9,10 @@ Authorization decisions encoded here (the runtime repeats the per-RPC check in t
 - A sidecar's inbound RBAC allows a caller only on the RPCs its topology rule lists.
 - `grpc.health.v1.Health` is open to every workload of the trust domain (any certificate our CA
   issued): health says nothing secret, and the dev runner, the edge and operators use it.
-- The service's `http_paths` (e.g. identity's JWKS) are open to every workload of the trust
-  domain, GET only: they are public documents services need to verify tokens.
+- The service's `http_paths` (identity's JWKS, files' signed links, notifications' unsubscribe
+  pages) are open to every workload of the trust domain, the edge included, for GET, HEAD and
+  POST only: each carries its own authorization (public keys, signed tokens), and POST is what
+  a mail client's one-click unsubscribe (RFC 8058) sends.
 - Server reflection is open to the edge only, and only on the edge's `debug_service`, so
   `grpcurl -plaintext <edge> list` works in dev.
 """
@@ -35,6 +37,8 @@ from suuupra_runtime.mesh.topology import (
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.", "/grpc.reflection.v1.")
 JWKS_PATH = "/.well-known/jwks.json"
+# Methods a sidecar admits on its service's plain HTTP paths (see the module docstring).
+HTTP_PATH_METHODS = ("GET", "HEAD", "POST")
 JWT_PROVIDER = "identity"
 CORS_EXPOSED_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin"
 CORS_ALLOWED_HEADERS = (
@@ -283,7 +287,7 @@ def _rbac(topology: Topology, spec: ServiceSpec) -> dict[str, Any]:
                 {
                     "and_rules": {
                         "rules": [
-                            {"header": {"name": ":method", "string_match": {"exact": "GET"}}},
+                            {"or_rules": {"rules": [_method(m) for m in HTTP_PATH_METHODS]}},
                             {"or_rules": {"rules": [_path_prefix(p) for p in spec.http_paths]}},
                         ]
                     }
@@ -297,6 +301,10 @@ def _rbac(topology: Topology, spec: ServiceSpec) -> dict[str, Any]:
             "principals": [_principal(topology, EDGE)],
         }
     return {"@type": _RBAC, "rules": {"action": "ALLOW", "policies": policies}}
+
+
+def _method(method: str) -> dict[str, Any]:
+    return {"header": {"name": ":method", "string_match": {"exact": method}}}
 
 
 def _principal(topology: Topology, workload: str) -> dict[str, Any]:
@@ -406,7 +414,7 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
         ]
     # Plain HTTP paths (signed download links, unsubscribe pages, JWKS) are what browsers and
     # mail clients open: the edge forwards them to the owning service's sidecar, whose RBAC
-    # admits only GET on them and whose route sends them to the app's HTTP port.
+    # admits only HTTP_PATH_METHODS on them and whose route sends them to the app's HTTP port.
     for service in routed:
         routes += [
             {

@@ -86,6 +86,7 @@ def test_service_environment_points_the_service_at_its_ports_and_the_platform() 
     assert env["DATABASE_URL"].endswith(":18432/postgres")
     assert env["SUUUPRA_JWKS_URL"] == f"http://127.0.0.1:{spec.http_port}/.well-known/jwks.json"
     assert env["PYTHONPATH"] == "/repo:/repo/gen"
+    assert env["SUUUPRA_PUBLIC_URL"] == f"http://127.0.0.1:{topology.edge.listener_port}"
     assert env["PATH"] == "/usr/bin"
     assert "SUUUPRA_SMTP_ADDR" not in env  # no sink given
 

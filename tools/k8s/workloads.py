@@ -145,6 +145,13 @@ def _paths(workload: str) -> WorkloadPaths:
     return WorkloadPaths(CERT_DIR, workload)
 
 
+# Services that keep scratch data on local disk get their own emptyDir at DATA_DIR (told through
+# SUUUPRA_DATA_DIR): files stages uploads there (resumable while the pod lives; its objects belong
+# in the S3 backend, set through the `files-env` Secret, since replicas do not share the disk).
+DATA_DIR = "/var/lib/suuupra/data"
+_SERVICE_DATA_SIZE = {"files": "20Gi"}
+
+
 def _pod_volumes(workload: str, *, app_tmp: bool) -> list[Manifest]:
     config_map = envoy_config_map_name(workload)
     volumes: list[Manifest] = [
@@ -167,6 +174,8 @@ def _pod_volumes(workload: str, *, app_tmp: bool) -> list[Manifest]:
     ]
     if app_tmp:
         volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}})
+    if workload in _SERVICE_DATA_SIZE:
+        volumes.append({"name": "data", "emptyDir": {"sizeLimit": _SERVICE_DATA_SIZE[workload]}})
     return volumes
 
 
@@ -257,6 +266,8 @@ def _app_env(topology: Topology, service: ServiceSpec) -> list[Manifest]:
     url = jwks_url(topology, service)
     if url is not None:
         env.append({"name": "SUUUPRA_JWKS_URL", "value": url})
+    if service.name in _SERVICE_DATA_SIZE:
+        env.append({"name": "SUUUPRA_DATA_DIR", "value": DATA_DIR})
     return env + _database_env(topology, service)
 
 
@@ -287,7 +298,14 @@ def _app_container(topology: Topology, service: ServiceSpec) -> Manifest:
         ),
         "resources": _resources("100m", "192Mi", "1", "512Mi"),
         "securityContext": container_security(),
-        "volumeMounts": [{"name": "tmp", "mountPath": TMP_DIR}],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": TMP_DIR},
+            *(
+                [{"name": "data", "mountPath": DATA_DIR}]
+                if service.name in _SERVICE_DATA_SIZE
+                else []
+            ),
+        ],
     }
 
 

@@ -39,6 +39,11 @@ def jwks_url(topology: Topology) -> str | None:
     return None if spec is None else f"http://{LOOPBACK}:{spec.http_port}{JWKS_PATH}"
 
 
+def public_url(topology: Topology) -> str:
+    """Where browsers and mail clients reach the platform: the edge's listener."""
+    return f"http://{LOOPBACK}:{topology.edge.listener_port}"
+
+
 def service_environment(
     topology: Topology,
     spec: ServiceSpec,
@@ -68,6 +73,8 @@ def service_environment(
         SUUUPRA_JWT_ISSUER=JWT_ISSUER,
         SUUUPRA_JWT_AUDIENCE=JWT_AUDIENCE,
         SUUUPRA_LOG_LEVEL=log_level,
+        # The platform's public address (the edge): the base of links services put into mails.
+        SUUUPRA_PUBLIC_URL=public_url(topology),
     )
     if endpoints.smtp_addr:
         env["SUUUPRA_SMTP_ADDR"] = endpoints.smtp_addr

@@ -92,6 +92,16 @@ def test_sidecar_rbac_allows_exactly_the_topology_callers() -> None:
     assert health["permissions"] == [{"url_path": {"path": {"prefix": "/grpc.health.v1.Health/"}}}]
     prefix = health["principals"][0]["authenticated"]["principal_name"]["prefix"]
     assert prefix == "spiffe://suuupra.local/ns/suuupra/sa/"
+    # Plain HTTP paths: any mesh workload (the edge too), GET/HEAD/POST only, those paths only.
+    http_paths = policies["http-paths"]
+    assert http_paths["principals"] == health["principals"]
+    methods, paths = http_paths["permissions"][0]["and_rules"]["rules"]
+    assert [m["header"]["string_match"]["exact"] for m in methods["or_rules"]["rules"]] == [
+        "GET",
+        "HEAD",
+        "POST",
+    ]
+    assert paths == {"or_rules": {"rules": [{"url_path": {"path": {"prefix": "/.well-known/"}}}]}}
 
 
 def test_reflection_only_on_the_debug_service() -> None:

@@ -125,6 +125,47 @@ async def test_enrollment_events_drive_who_may_submit(
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
+async def test_course_owners_teach_every_batch_of_their_course(
+    fresh_nats_url: str, postgres_server_url: str
+) -> None:
+    async with start_harness(postgres_server_url, fresh_nats_url) as h:
+        owner = h.person("instructor")
+        stranger = h.person("instructor")
+        course_id, batch_id = str(uuid.uuid4()), str(uuid.uuid4())
+        await _publish(
+            fresh_nats_url,
+            h.tenant_id,
+            [
+                (
+                    courses.CourseCreated(
+                        tenant_id=h.tenant_id, course_id=course_id, owner_ids=[owner.user_id]
+                    ),
+                    str(uuid.uuid4()),
+                ),
+                (
+                    courses.BatchOpened(
+                        tenant_id=h.tenant_id, course_id=course_id, batch_id=batch_id
+                    ),
+                    str(uuid.uuid4()),
+                ),
+            ],
+        )
+        batch = Batch(batch_id, course_id, owner, [], [])
+
+        async def owner_teaches() -> bool:
+            async with h.wiring.database.unit_of_work(tenant_id=h.tenant_id) as uow:
+                return await store.owns_batch_course(
+                    uow.session, h.tenant_id, batch_id, owner.user_id
+                )
+
+        await _eventually(owner_teaches)
+        created = await h.assignment(batch)
+        assert created.created_by == owner.user_id
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await h.assignment(Batch(batch_id, course_id, stranger, [], []))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
 async def _stream_messages(nats_url: str, subject: str) -> list[Message]:
     nc = await nats.connect(nats_url)
     try:

@@ -291,3 +291,27 @@ async def test_a_rejecting_scanner_stores_nothing(postgres_server_url: str, nats
         assert await h.counts() == {"files": 0, "file_versions": 0, "uploads": 0}
         assert h.stored_objects() == [] and h.staged() == []
         assert await _used(h) == 0
+
+
+async def test_lost_partial_bytes_restart_the_upload_from_zero(h: FilesHarness) -> None:
+    """A resume that reaches a replica without the staged bytes must not resume on garbage."""
+    owner = h.user()
+    data = pdf_bytes(2 * MiB, seed=12)
+    upload_id = rid()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.stub.UploadFile(
+            list(upload_messages(data, upload_id=upload_id))[:2], metadata=owner.md
+        )
+    assert error_reason(err.value) == "UPLOAD_INCOMPLETE"
+    await asyncio.to_thread((h.data_dir / "staging" / f"{upload_id}.part").unlink)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.upload(owner, data, upload_id=upload_id, offset=CHUNK)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(err.value) == "UPLOAD_OFFSET_MISMATCH"
+    status = await h.stub.GetUploadStatus(
+        pb.GetUploadStatusRequest(upload_id=upload_id), metadata=owner.md
+    )
+    assert status.committed_offset == 0
+    done = await h.upload(owner, data, upload_id=upload_id)
+    assert done.file.sha256 == sha256(data)
+    assert await h.download(owner, done.file.file_id) == data

@@ -177,3 +177,18 @@ async def test_watchers_survive_a_lost_listen_connection(notes: NotesHarness) ->
     await _update(notes.stub, ada, note.note_id, note.etag, "after the reconnect")
     change = await _next(call)
     assert change.kind == Kind.KIND_UPDATED and change.note.body == "after the reconnect"
+
+
+async def test_a_draining_replica_ends_its_watches_with_unavailable(notes: NotesHarness) -> None:
+    ada = notes.user("ada")
+    note = (await notes.create(ada)).note
+    async with notes_server(notes.database_url, notes.nats_url, notes.issuer) as (wiring, replica):
+        call = _watch(rpc.NoteServiceStub(replica.channel), ada, note.note_id)
+        assert (await _next(call)).kind == Kind.KIND_SNAPSHOT
+        stopping = asyncio.ensure_future(replica.server.stop())
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(call.read(), timeout=5)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_reason(ended.value) == "SERVER_DRAINING"
+        await stopping
+        assert wiring.feed.watcher_count == 0
