@@ -452,10 +452,12 @@ class GradingApi(rpc.GradingServiceServicer):
             ),
         )
 
+        await self.a.check_feedback_files(p, cmd.feedback_file_ids)
+
         async def work(uow: UnitOfWork) -> pb.GradeSubmissionResponse:
             return pb.GradeSubmissionResponse(grade=grade_pb(await self.a.grade(uow, p, cmd)))
 
-        return await _idempotent(
+        response = await _idempotent(
             self.a,
             p,
             method=_method("GradingService", "GradeSubmission"),
@@ -463,6 +465,10 @@ class GradingApi(rpc.GradingServiceServicer):
             response_type=pb.GradeSubmissionResponse,
             work=work,
         )
+        g = response.grade
+        # After the commit, like a submission's own files: read through the submission's grant.
+        await self.a.grant_submission_files(p, g.submission_id, "", list(g.feedback_file_ids))
+        return response
 
     async def ReleaseGrades(
         self, request: pb.ReleaseGradesRequest, context: Ctx

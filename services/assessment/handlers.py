@@ -452,13 +452,30 @@ class Assessment:
             if row is None:
                 raise _not_found("submission", submission_id)
             actor, _ = await self._actor(uow.session, p, row.batch_id)
-        if not domain.may_see_student_work(actor, row.student_id):
-            raise PermissionDenied(
-                "students see only their own submissions", reason="NOT_YOUR_SUBMISSION"
-            )
-        if file_id not in row.file_ids:
+            if not domain.may_see_student_work(actor, row.student_id):
+                raise PermissionDenied(
+                    "students see only their own submissions", reason="NOT_YOUR_SUBMISSION"
+                )
+            grade = (
+                await store.grades_of_submissions(uow.session, p.tenant_id, [submission_id])
+            ).get(submission_id)
+        # Feedback files are the student's once the grade is released; graders see them always.
+        feedback = (
+            set(grade.feedback_file_ids)
+            if grade is not None and (actor.is_staff or grade.released)
+            else set()
+        )
+        if file_id not in row.file_ids and file_id not in feedback:
             raise _not_found("file", file_id)
         return await self.files.download_link(p.tenant_id, file_id, submission_id=submission_id)
+
+    async def check_feedback_files(self, p: Principal, file_ids: Sequence[str]) -> None:
+        """Before grading (it calls the files service): feedback files are the grader's own."""
+        if not file_ids:
+            return
+        known = await self.files.describe(p.tenant_id, file_ids)
+        facts = {fid: domain.FileFacts(f.owner_id, f.content_type) for fid, f in known.items()}
+        domain.check_files(file_ids, facts, p.user_id, (), field_name="feedback_file_ids")
 
     async def submit(
         self,
@@ -474,9 +491,7 @@ class Assessment:
         if assignment.state is not domain.AssignmentState.PUBLISHED:
             raise _not_found("assignment", assignment_id)  # drafts do not exist for students
         if assignment.section_id and assignment.section_id not in sections:
-            raise PermissionDenied(
-                "this assignment is for another section", reason="NOT_SECTION_STUDENT"
-            )
+            raise _not_found("assignment", assignment_id)  # another section's: invisible
         exception = await store.load_exception(session, p.tenant_id, assignment_id, p.user_id)
         window = domain.window_for(assignment, exception)
         now = self.clock()
