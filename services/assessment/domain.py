@@ -680,15 +680,17 @@ class FileFacts:
 def check_files(
     file_ids: Sequence[str],
     known: Mapping[str, FileFacts],
-    student_id: str,
+    owner_id: str,
     allowed_types: Sequence[str],
+    *,
+    field_name: str = "file_ids",
 ) -> None:
-    """Every file must exist, be the student's own, and have an allowed content type."""
+    """Every file must exist, be the caller's own, and have an allowed content type."""
     violations: list[FieldViolation] = []
     for index, file_id in enumerate(file_ids):
         facts = known.get(file_id)
-        path = f"file_ids[{index}]"
-        if facts is None or facts.owner_id != student_id:
+        path = f"{field_name}[{index}]"
+        if facts is None or facts.owner_id != owner_id:
             # The same answer for "missing" and "someone else's": ids reveal nothing.
             violations.append(FieldViolation(path, "no such file of yours"))
         elif not file_type_allowed(facts.content_type, allowed_types):

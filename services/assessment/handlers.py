@@ -22,7 +22,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.assessment import domain, store
-from services.assessment.files import DownloadLink, FileStore
+from services.assessment.files import (
+    DownloadLink,
+    FileStore,
+    assignment_resource,
+    submission_resource,
+)
 from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.errors import (
     Aborted,
@@ -440,9 +445,7 @@ class Assessment:
         """After the submit committed (it calls the files service): the submission's graders may
         read its files. Idempotent, so a retried submit simply grants again."""
         if file_ids:
-            await self.files.grant_graders(
-                p.tenant_id, file_ids, batch_id=batch_id, submission_id=submission_id
-            )
+            await self.files.grant(p.tenant_id, file_ids, submission_resource(submission_id))
 
     async def submission_file_link(
         self, p: Principal, submission_id: str, file_id: str
@@ -452,13 +455,56 @@ class Assessment:
             if row is None:
                 raise _not_found("submission", submission_id)
             actor, _ = await self._actor(uow.session, p, row.batch_id)
-        if not domain.may_see_student_work(actor, row.student_id):
-            raise PermissionDenied(
-                "students see only their own submissions", reason="NOT_YOUR_SUBMISSION"
-            )
-        if file_id not in row.file_ids:
+            if not domain.may_see_student_work(actor, row.student_id):
+                raise PermissionDenied(
+                    "students see only their own submissions", reason="NOT_YOUR_SUBMISSION"
+                )
+            grade = (
+                await store.grades_of_submissions(uow.session, p.tenant_id, [submission_id])
+            ).get(submission_id)
+        # Feedback files are the student's once the grade is released; graders see them always.
+        feedback = (
+            set(grade.feedback_file_ids)
+            if grade is not None and (actor.is_staff or grade.released)
+            else set()
+        )
+        if file_id not in row.file_ids and file_id not in feedback:
             raise _not_found("file", file_id)
-        return await self.files.download_link(p.tenant_id, file_id, submission_id=submission_id)
+        return await self.files.download_link(
+            p.tenant_id, file_id, submission_resource(submission_id)
+        )
+
+    async def check_attachments(self, p: Principal, file_ids: Sequence[str]) -> None:
+        """Before creating an assignment (it calls files): attachments are the author's own."""
+        if not file_ids:
+            return
+        known = await self.files.describe(p.tenant_id, file_ids)
+        facts = {fid: domain.FileFacts(f.owner_id, f.content_type) for fid, f in known.items()}
+        domain.check_files(file_ids, facts, p.user_id, (), field_name="attachment_file_ids")
+
+    async def grant_attachments_of(
+        self, p: Principal, assignment_id: str, file_ids: Sequence[str]
+    ) -> None:
+        """After the assignment committed: whoever may see it may read its attachments."""
+        if file_ids:
+            await self.files.grant(p.tenant_id, file_ids, assignment_resource(assignment_id))
+
+    async def attachment_link(self, p: Principal, assignment_id: str, file_id: str) -> DownloadLink:
+        async with self.db.unit_of_work(tenant_id=p.tenant_id) as uow:
+            assignment, _ = await self._visible_assignment(uow.session, p, assignment_id)
+        if file_id not in assignment.attachment_file_ids:
+            raise _not_found("file", file_id)
+        return await self.files.download_link(
+            p.tenant_id, file_id, assignment_resource(assignment_id)
+        )
+
+    async def check_feedback_files(self, p: Principal, file_ids: Sequence[str]) -> None:
+        """Before grading (it calls the files service): feedback files are the grader's own."""
+        if not file_ids:
+            return
+        known = await self.files.describe(p.tenant_id, file_ids)
+        facts = {fid: domain.FileFacts(f.owner_id, f.content_type) for fid, f in known.items()}
+        domain.check_files(file_ids, facts, p.user_id, (), field_name="feedback_file_ids")
 
     async def submit(
         self,
@@ -474,9 +520,7 @@ class Assessment:
         if assignment.state is not domain.AssignmentState.PUBLISHED:
             raise _not_found("assignment", assignment_id)  # drafts do not exist for students
         if assignment.section_id and assignment.section_id not in sections:
-            raise PermissionDenied(
-                "this assignment is for another section", reason="NOT_SECTION_STUDENT"
-            )
+            raise _not_found("assignment", assignment_id)  # another section's: invisible
         exception = await store.load_exception(session, p.tenant_id, assignment_id, p.user_id)
         window = domain.window_for(assignment, exception)
         now = self.clock()

@@ -16,7 +16,7 @@ from suuupra.notes.v1 import notes_events_pb2 as ev
 from services.notes import domain
 from services.notes.handlers import Notes
 from suuupra_runtime.db import UnitOfWork
-from suuupra_runtime.events import EventHandler, current_envelope
+from suuupra_runtime.events import EventEnvelope, EventHandler, current_envelope, replay_stream
 
 COHORT_CONSUMER = "notes-cohorts"
 
@@ -65,18 +65,19 @@ def emit(uow: UnitOfWork, event: domain.DomainEvent) -> None:
 # --- inbound: enrollment → cohort membership ------------------------------------------------
 
 
-def _occurred(stamp: Timestamp) -> datetime:
-    """The event's time; the envelope's header when the payload lacks it."""
+def _occurred(stamp: Timestamp, header: str | None) -> datetime:
+    """The event's time; the envelope's `Suuupra-Occurred-At` header when the payload lacks it."""
     if stamp.seconds or stamp.nanos:
         return stamp.ToDatetime(tzinfo=UTC)
-    header = current_envelope().occurred_at
     if header:
         parsed = datetime.fromisoformat(header)
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return datetime.now(UTC)
 
 
-def membership_change(event: Message) -> domain.MembershipChange | None:
+def membership_change(
+    event: Message, header_time: str | None = None
+) -> domain.MembershipChange | None:
     """What an enrollment event means for cohort membership (None: nothing)."""
     e: Any = event
     match event:
@@ -99,18 +100,38 @@ def membership_change(event: Message) -> domain.MembershipChange | None:
         user_id=e.user_id,
         course_id=e.course_id,
         active=active,
-        as_of=_occurred(e.occurred_at),
+        as_of=_occurred(e.occurred_at, header_time),
     )
+
+
+ENROLLMENT_EVENTS = (
+    courses_ev.EnrollmentCreated,
+    courses_ev.EnrollmentPromoted,
+    courses_ev.EnrollmentDropped,
+)
 
 
 def cohort_handlers(notes: Notes) -> Mapping[type[Message], EventHandler]:
     async def handle(event: Any, uow: UnitOfWork) -> None:
-        change = membership_change(event)
+        change = membership_change(event, current_envelope().occurred_at)
         if change is not None:
             await notes.apply_membership(uow, change)
 
-    return {
-        courses_ev.EnrollmentCreated: handle,
-        courses_ev.EnrollmentPromoted: handle,
-        courses_ev.EnrollmentDropped: handle,
-    }
+    return dict.fromkeys(ENROLLMENT_EVENTS, handle)
+
+
+async def rebuild_cohorts(notes: Notes, nats_url: str) -> int:
+    """Replay COURSES from its start into the membership projection; returns events handled.
+
+    Safe on a live service and idempotent: an event older than the stored state changes nothing,
+    so replaying onto an empty table or onto the current one gives the same membership."""
+
+    async def apply(event: Any, envelope: EventEnvelope) -> None:
+        change = membership_change(event, envelope.occurred_at)
+        if change is not None:
+            async with notes.db.unit_of_work(tenant_id=change.tenant_id) as uow:
+                await notes.apply_membership(uow, change)
+
+    return await replay_stream(
+        nats_url, stream="COURSES", handlers=dict.fromkeys(ENROLLMENT_EVENTS, apply)
+    )

@@ -50,9 +50,8 @@ def actor() -> Actor:
 def _ts(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
+    # Direct fields: Timestamp.FromDatetime costs ~3x this on the per-read path.
+    return Timestamp(seconds=int(value.timestamp()), nanos=value.microsecond * 1000)
 
 
 def profile_pb(view: domain.ProfileView) -> profile_pb2.Profile:

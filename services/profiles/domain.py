@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -145,21 +146,28 @@ class ProfileView:
         return self.relation is Relation.SELF
 
 
-def visible_groups(privacy: Mapping[str, Visibility], relation: Relation) -> set[str]:
-    return {g for g in PRIVACY_FIELDS if can_see(privacy[g], relation)}
-
-
-def view_for(profile: Profile, relation: Relation) -> ProfileView:
-    """`profile` with every field the relation may not see blanked out."""
-    groups = visible_groups(profile.privacy, relation)
-    visible = [f for g in PRIVACY_FIELDS if g in groups for f in FIELDS_OF_GROUP[g]]
+@cache
+def _view_plan(
+    privacy: tuple[Visibility, ...], relation: Relation
+) -> tuple[tuple[str, ...], Mapping[str, Any]]:
+    """(visible fields, blanked fields) for one privacy setting and relation. Cached: there are
+    few distinct combinations, and reads compute this on every call."""
+    groups = {g for g, v in zip(PRIVACY_FIELDS, privacy, strict=True) if can_see(v, relation)}
+    visible = tuple(f for g in PRIVACY_FIELDS if g in groups for f in FIELDS_OF_GROUP[g])
     blank: dict[str, Any] = {}
     for group in PRIVACY_FIELDS:
-        if group in groups:
-            continue
-        for name in FIELDS_OF_GROUP[group]:
-            blank[name] = () if name == "links" else ""
-    return ProfileView(replace(profile, **blank), relation, tuple(visible))
+        if group not in groups:
+            for name in FIELDS_OF_GROUP[group]:
+                blank[name] = () if name == "links" else ""
+    return visible, MappingProxyType(blank)
+
+
+def view_for(profile: Profile, relation: Relation, *, followed: bool = False) -> ProfileView:
+    """`profile` with every field the relation may not see blanked out."""
+    privacy = tuple(profile.privacy[g] for g in PRIVACY_FIELDS)
+    visible, blank = _view_plan(privacy, relation)
+    seen = replace(profile, **blank) if blank else profile
+    return ProfileView(seen, relation, visible, followed)
 
 
 def etag_of(version: int) -> str:

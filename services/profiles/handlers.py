@@ -94,7 +94,7 @@ class Profiles:
             caller_id=actor.user_id, caller_tenant=actor.tenant_id,
             owner_id=user_id, owner_tenant=actor.tenant_id, caller_follows=row.caller_follows,
         )  # fmt: skip
-        return replace(domain.view_for(row.profile, relation), followed=row.caller_follows)
+        return domain.view_for(row.profile, relation, followed=row.caller_follows)
 
     async def public_profile(self, tenant_id: str, user_id: str) -> domain.ProfileView:
         row = await self.reads.profile(tenant_id, user_id, None)
@@ -129,8 +129,11 @@ class Profiles:
 
     async def follow(self, uow: UnitOfWork, actor: Actor, user_id: str) -> bool:
         domain.check_follow(actor.user_id, user_id)
-        if not await store.active_profile_exists(uow.session, actor.tenant_id, user_id):
-            raise _no_profile(user_id)
+        alive = await store.active_profiles(uow.session, actor.tenant_id, actor.user_id, user_id)
+        # A deleted user's token stays valid until it expires; their profile is gone meanwhile.
+        for needed in (actor.user_id, user_id):
+            if needed not in alive:
+                raise _no_profile(needed)
         created = await store.add_follow(uow.session, actor.tenant_id, actor.user_id, user_id)
         if created:
             self.events.follow_changed(

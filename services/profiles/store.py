@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -73,6 +75,16 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+@lru_cache(maxsize=1024)
+def _privacy_of_text(text: str) -> Mapping[str, domain.Visibility]:
+    # Few distinct privacy settings exist and every read parses one: cache by the stored text.
+    return MappingProxyType(domain.privacy_from(json.loads(text)))
+
+
+def _privacy(value: Any) -> Mapping[str, domain.Visibility]:
+    return _privacy_of_text(value) if isinstance(value, str) else domain.privacy_from(value)
+
+
 def profile_from(row: Mapping[str, Any] | sa.RowMapping) -> domain.Profile:
     return domain.Profile(
         tenant_id=str(row["tenant_id"]),
@@ -84,7 +96,7 @@ def profile_from(row: Mapping[str, Any] | sa.RowMapping) -> domain.Profile:
         locale=row["locale"],
         time_zone=row["time_zone"],
         links=tuple(domain.Link(x["label"], x["url"]) for x in _json(row["links"])),
-        privacy=domain.privacy_from(_json(row["privacy"])),
+        privacy=_privacy(row["privacy"]),
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -213,18 +225,19 @@ async def tombstone_profile(session: AsyncSession, tenant_id: str, user_id: str)
     return True
 
 
-async def active_profile_exists(session: AsyncSession, tenant_id: str, user_id: str) -> bool:
-    found = await session.scalar(
+async def active_profiles(session: AsyncSession, tenant_id: str, *user_ids: str) -> set[str]:
+    """Which of `user_ids` have a live (not deleted) profile in the tenant."""
+    found = await session.scalars(
         sa.select(profiles.c.user_id)
         .where(
             profiles.c.tenant_id == tenant_id,
-            profiles.c.user_id == user_id,
+            profiles.c.user_id.in_(user_ids),
             profiles.c.deleted_at.is_(None),
         )
-        # Shared lock: a concurrent UserDeleted cannot slip in between check and follow.
+        # Shared locks: a concurrent UserDeleted cannot slip in between check and write.
         .with_for_update(read=True)
     )
-    return found is not None
+    return {str(user_id) for user_id in found}
 
 
 async def add_follow(

@@ -12,7 +12,11 @@ instructor grades (a draft the learner cannot see) and releases; the learner see
 Cross-service seams asserted on the way: identity → notifications → SMTP (the verification
 mail), courses → assessment (batch roles of the instructor and the learner come only from
 courses' enrollment events), assessment → files over the mesh (the submitted file is checked and
-granted to the submission; the instructor downloads it through a signed link at the edge).
+granted to the submission; the instructor downloads it through a signed link at the edge),
+identity → profiles (the learner's profile), courses → notes (a note shared with the cohort),
+courses/notes/assessment → notifications (enrollment, shared-note, new-assignment and grade
+notices in the inbox, read over gRPC-Web; the grade mail, whose unsubscribe link works at the
+edge).
 """
 
 from __future__ import annotations
@@ -47,9 +51,14 @@ from suuupra.files.v1 import files_service_pb2 as files_pb
 from suuupra.files.v1 import files_service_pb2_grpc as files_grpc
 from suuupra.identity.v1 import identity_service_pb2 as identity_pb
 from suuupra.identity.v1 import identity_service_pb2_grpc as identity_grpc
+from suuupra.notes.v1 import notes_events_pb2
+from suuupra.notes.v1 import notes_service_pb2 as notes_pb
+from suuupra.notes.v1 import notes_service_pb2_grpc as notes_grpc
 from suuupra.notifications.v1 import notification_pb2
 from suuupra.notifications.v1 import notifications_service_pb2 as notifications_pb
 from suuupra.notifications.v1 import notifications_service_pb2_grpc as notifications_grpc
+from suuupra.profiles.v1 import profiles_service_pb2 as profiles_pb
+from suuupra.profiles.v1 import profiles_service_pb2_grpc as profiles_grpc
 
 from tests.e2e import grpc_web
 from tests.e2e.platform_process import RunningPlatform
@@ -168,6 +177,8 @@ class Stubs:
     grading: assessment_grpc.GradingServiceStub
     files: files_grpc.FileServiceStub
     inbox: notifications_grpc.InboxServiceStub
+    notes: notes_grpc.NoteServiceStub
+    profiles: profiles_grpc.ProfileServiceStub
 
     @classmethod
     def on(cls, channel: grpc.aio.Channel) -> Stubs:
@@ -184,6 +195,8 @@ class Stubs:
             grading=assessment_grpc.GradingServiceStub(channel),
             files=files_grpc.FileServiceStub(channel),
             inbox=notifications_grpc.InboxServiceStub(channel),
+            notes=notes_grpc.NoteServiceStub(channel),
+            profiles=profiles_grpc.ProfileServiceStub(channel),
         )
 
 
@@ -327,6 +340,23 @@ def http_get(edge: str, path: str) -> tuple[int, bytes]:
         connection.close()
 
 
+def http_post(edge: str, path: str, body: bytes) -> tuple[int, bytes]:
+    """A form POST through the edge, as a mail client's one-click unsubscribe sends it."""
+    host, port = edge.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+    try:
+        connection.request(
+            "POST",
+            path,
+            body=body,
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 def inbox_via_grpc_web(edge: str, token: str) -> list[notification_pb2.Notification]:
     """The learner's inbox as the web app reads it: gRPC-Web through the edge."""
     reply = grpc_web.call(
@@ -431,6 +461,64 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
         assert list(progress.completed_lesson_ids) == [setup.lesson_id]
         assert progress.percent == 100 and progress.course_completed
 
+        # Notifications learned the enrollment from courses' events (in-app, via gRPC-Web).
+        await wait_for_notification(
+            edge, learner, "courses.enrolled", lambda n: setup.title in n.title
+        )
+
+        # Profiles provisioned the learner's profile from identity's UserCreated.
+        async def my_profile() -> str:
+            reply: profiles_pb.GetMyProfileResponse = await s.profiles.GetMyProfile(
+                profiles_pb.GetMyProfileRequest(), metadata=bearer(learner), timeout=TIMEOUT
+            )
+            return str(reply.profile.display_name)
+
+        assert (
+            await eventually(
+                my_profile,
+                "profiles provisions the learner from identity's events",
+                retry_codes=(grpc.StatusCode.NOT_FOUND,),
+            )
+            == "Lina Learner"
+        )
+
+        # The instructor shares reading notes with the cohort: notes knows who is in the batch
+        # from courses' enrollment events, and notifications tells the learner.
+        note = (await s.notes.CreateNote(
+            notes_pb.CreateNoteRequest(
+                request_id=rid(), title=f"Reading notes {suffix}", body="Read chapter 1 first."
+            ),
+            metadata=bearer(instructor), timeout=TIMEOUT,
+        )).note  # fmt: skip
+        await s.notes.ShareNote(
+            notes_pb.ShareNoteRequest(
+                request_id=rid(),
+                note_id=note.note_id,
+                batch_id=setup.batch_id,
+                permission=notes_events_pb2.SHARE_PERMISSION_READ,
+            ),
+            metadata=bearer(instructor),
+            timeout=TIMEOUT,
+        )
+
+        async def learner_reads_note() -> str:
+            reply: notes_pb.GetNoteResponse = await s.notes.GetNote(
+                notes_pb.GetNoteRequest(note_id=note.note_id),
+                metadata=bearer(learner),
+                timeout=TIMEOUT,
+            )
+            return str(reply.note.body)
+
+        shared_body = await eventually(
+            learner_reads_note,
+            "notes learns the learner's cohort from courses' events",
+            retry_codes=(grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED),
+        )
+        assert shared_body == "Read chapter 1 first."
+        await wait_for_notification(
+            edge, learner, "notes.shared", lambda n: f"Reading notes {suffix}" in n.body
+        )
+
         # 4. The instructor publishes an assignment. Assessment knows they teach the batch only
         # from courses' enrollment events, so the first attempts may be refused until then.
         now = datetime.now(UTC)
@@ -488,6 +576,12 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
             retry_codes=(grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND),
         )
         assert seen.title == assignment_title
+        await wait_for_notification(
+            edge,
+            learner,
+            "assessment.assignment_published",
+            lambda n: assignment_title in n.title,
+        )
 
         # 6. The learner uploads a file (files service) and submits.
         uploaded = await upload(s, learner, "sources.txt", ATTACHMENT)
@@ -564,3 +658,38 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
         )).grade  # fmt: skip
         assert grade.released and grade.score_centi == 87_50
         assert grade.max_points_centi == 100_00 and grade.feedback == "Clear and well sourced."
+
+        # ... and is notified: in the inbox (assessment → notifications) ...
+        notice = await wait_for_notification(
+            edge,
+            learner,
+            "assessment.grade_released",
+            lambda n: assignment_title in n.title,
+        )
+        assert "87.5 / 100" in notice.body, notice
+        assert notice.data.get("assignment_id") == assignment.assignment_id
+        unread = await s.inbox.GetUnreadCount(
+            notifications_pb.GetUnreadCountRequest(), metadata=bearer(learner), timeout=TIMEOUT
+        )
+        assert unread.unread_count >= 4  # enrolled, note shared, new assignment, graded
+
+        # ... and by mail.
+        graded_mail = await wait_for_mail(
+            maildir, learner_email, f"Your grade for {assignment_title}"
+        )
+        assert "87.5 / 100" in body_of(graded_mail)
+
+        # 9. The mail's one-click unsubscribe link (RFC 8058) points at the platform's public
+        # address and works there: GET shows a page, the mail client's POST unsubscribes.
+        link_header = str(graded_mail.get("List-Unsubscribe", ""))
+        assert graded_mail.get("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+        url = urlparse(link_header.strip().strip("<>"))
+        assert url.netloc == edge, link_header
+        target = f"{url.path}?{url.query}"
+        page_status, page = await asyncio.to_thread(http_get, edge, target)
+        assert page_status == 200 and b"<form" in page
+        done_status, done = await asyncio.to_thread(
+            http_post, edge, target, b"List-Unsubscribe=One-Click"
+        )
+        assert done_status == 200, done
+        assert b"no longer get" in done

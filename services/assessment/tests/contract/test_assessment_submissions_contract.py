@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from suuupra.assessment.v1 import assessment_resources_pb2 as res
 from suuupra.assessment.v1 import assessment_service_pb2 as pb
 
-from services.assessment import store
+from services.assessment import domain, store
 from services.assessment.tests.harness import Harness, now, start_harness, ts
 from suuupra_runtime.testing.rpc_errors import error_reason, field_violations, rid
 
@@ -258,3 +258,64 @@ async def test_students_cannot_create_and_other_tenants_see_nothing(h: Harness) 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await h.submit(stranger, assignment.assignment_id)
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_section_assignments_are_invisible_to_other_sections(h: Harness) -> None:
+    batch = await h.batch(students=0, tas=0)
+    inside, outside = h.person("student"), h.person("student")
+    for person, section in ((inside, "sec-a"), (outside, "sec-b")):
+        async with h.wiring.database.unit_of_work(tenant_id=h.tenant_id) as uow:
+            await store.set_membership(
+                uow.session,
+                tenant_id=h.tenant_id,
+                batch_id=batch.batch_id,
+                user_id=person.user_id,
+                role=domain.BatchRole.STUDENT,
+                course_id=batch.course_id,
+                section_id=section,
+                active=True,
+                at=now(),
+            )
+    assignment = await h.assignment(batch, section_id="sec-a")
+    assert (await h.submit(inside, assignment.assignment_id)).attempt == 1
+    for call in (
+        h.assignments.GetAssignment(
+            pb.GetAssignmentRequest(assignment_id=assignment.assignment_id), metadata=outside.md
+        ),
+        h.submit(outside, assignment.assignment_id),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = await h.assignments.ListAssignments(
+        pb.ListAssignmentsRequest(batch_id=batch.batch_id), metadata=outside.md
+    )
+    assert list(listed.assignments) == []
+
+
+async def test_list_assignments_pages_by_due_time(h: Harness) -> None:
+    batch = await h.batch(students=0, tas=0)
+    t = now()
+    close = t + timedelta(days=9)
+    ids = [
+        (await h.assignment(batch, due_time=t + timedelta(days=d), close_time=close)).assignment_id
+        for d in (3, 1, 2)
+    ]
+    seen: list[str] = []
+    token = ""
+    for _ in range(3):
+        page = await h.assignments.ListAssignments(
+            pb.ListAssignmentsRequest(batch_id=batch.batch_id, page_size=2, page_token=token),
+            metadata=batch.instructor.md,
+        )
+        seen += [a.assignment_id for a in page.assignments]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [ids[1], ids[2], ids[0]]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.assignments.ListAssignments(
+            pb.ListAssignmentsRequest(batch_id=batch.batch_id, page_token="garbage"),
+            metadata=batch.instructor.md,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

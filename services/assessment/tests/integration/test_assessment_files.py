@@ -140,3 +140,67 @@ async def test_foreign_missing_or_disallowed_files_store_nothing(rig: Rig) -> No
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field_violations(err.value) == [field]
     assert await _count(h, assignment.assignment_id) == 0
+
+
+async def test_feedback_files_reach_the_student_only_once_released(rig: Rig) -> None:
+    h = rig.h
+    batch = await h.batch(students=1, tas=1)
+    student, ta = batch.students[0], batch.tas[0]
+    assignment = await _pdf_assignment(h, batch)
+    submitted = await h.submit(student, assignment.assignment_id)
+    notes = pdf_bytes(8 * 1024, seed=3)
+    feedback = await rig.upload(ta, notes, "feedback.pdf")
+    not_mine = await rig.upload(student, pdf_bytes(2048, seed=4), "student.pdf")
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # feedback files are the grader's own
+        await h.grade(ta, submitted.submission_id, 5_000, feedback_file_ids=[not_mine])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value) == ["feedback_file_ids[0]"]
+
+    draft = await h.grade(ta, submitted.submission_id, 5_000, feedback_file_ids=[feedback])
+    link_request = pb.CreateSubmissionFileLinkRequest(
+        submission_id=submitted.submission_id, file_id=feedback
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # a draft's files stay hidden
+        await h.submissions.CreateSubmissionFileLink(link_request, metadata=student.md)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await h.grading.ReleaseGrades(
+        pb.ReleaseGradesRequest(
+            request_id=str(uuid.uuid4()),
+            assignment_id=assignment.assignment_id,
+            grade_ids=[draft.grade_id],
+        ),
+        metadata=ta.md,
+    )
+    link = await h.submissions.CreateSubmissionFileLink(link_request, metadata=student.md)
+    async with httpx.AsyncClient(base_url=f"http://{rig.files.http_address}") as http:
+        got = await http.get(link.path)
+    assert got.status_code == 200 and got.content == notes
+
+
+async def test_attachments_are_the_instructors_and_readable_by_the_batch(rig: Rig) -> None:
+    h = rig.h
+    batch = await h.batch(students=1, tas=0)
+    student, instructor = batch.students[0], batch.instructor
+    handout = pdf_bytes(4096, seed=5)
+    attachment = await rig.upload(instructor, handout, "handout.pdf")
+    foreign = await rig.upload(student, pdf_bytes(2048, seed=6), "mine.pdf")
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.assignment(batch, attachment_file_ids=[foreign])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value) == ["attachment_file_ids[0]"]
+
+    assignment = await h.assignment(batch, attachment_file_ids=[attachment])
+    request = pb.CreateAttachmentLinkRequest(
+        assignment_id=assignment.assignment_id, file_id=attachment
+    )
+    link = await h.assignments.CreateAttachmentLink(request, metadata=student.md)
+    async with httpx.AsyncClient(base_url=f"http://{rig.files.http_address}") as http:
+        got = await http.get(link.path)
+    assert got.status_code == 200 and got.content == handout
+
+    stranger = h.person("student")  # same tenant, not in the batch
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.assignments.CreateAttachmentLink(request, metadata=stranger.md)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -15,7 +15,14 @@ from suuupra.files.v1 import files_events_pb2 as ev
 from suuupra.files.v1 import files_service_pb2 as pb
 
 from services.files.links import LinkClaims
-from services.files.tests.harness import FilesHarness, User, code_of, files_harness, pdf_bytes
+from services.files.tests.harness import (
+    FilesHarness,
+    User,
+    code_of,
+    files_harness,
+    pdf_bytes,
+    upload_messages,
+)
 from suuupra_runtime.db import outbox_table
 from suuupra_runtime.testing.rpc_errors import error_reason, rid
 
@@ -231,8 +238,36 @@ async def test_listing_is_per_owner_and_paged(h: FilesHarness) -> None:
 async def test_anonymous_and_student_quota_changes_are_refused(h: FilesHarness) -> None:
     f = pb.GetFileRequest(file_id=rid())
     assert await code_of(h.stub.GetFile(f)) == grpc.StatusCode.UNAUTHENTICATED
+    assert await code_of(h.stub.UploadFile(upload_messages(pdf_bytes(100)))) == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
     set_quota = pb.SetQuotaRequest(request_id=rid(), limit_bytes=1)
     assert await code_of(h.stub.SetQuota(set_quota, metadata=h.user().md)) == (
         grpc.StatusCode.PERMISSION_DENIED
     )
     await asyncio.sleep(0)
+
+
+async def test_uploads_are_private_to_their_uploader(h: FilesHarness) -> None:
+    owner, other = h.user(), h.user()
+    foreign = h.user(tenant_id=rid())
+    upload_id = rid()
+    data = pdf_bytes(300_000, seed=24)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await h.stub.UploadFile(
+            list(upload_messages(data, upload_id=upload_id, chunk=100_000))[:2],
+            metadata=owner.md,
+        )
+    status = pb.GetUploadStatusRequest(upload_id=upload_id)
+    assert await code_of(h.stub.GetUploadStatus(status, metadata=owner.md)) == grpc.StatusCode.OK
+    for intruder in (other, foreign):
+        assert await code_of(h.stub.GetUploadStatus(status, metadata=intruder.md)) == (
+            grpc.StatusCode.NOT_FOUND
+        )
+    # Nobody else can continue (or hijack) the upload either.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.upload(other, data, upload_id=upload_id, offset=100_000)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.upload(foreign, data, upload_id=upload_id, offset=0)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -91,6 +91,9 @@ def test_enrollment_events_map_to_membership() -> None:
     )
     assert events.membership_change(dropped).active is False  # type: ignore[union-attr]
     assert events.membership_change(courses_ev.CourseArchived(tenant_id="t")) is None
+    # Without a time in the payload the envelope's occurred-at header decides the order.
+    undated = courses_ev.EnrollmentPromoted(tenant_id="t", batch_id="b", user_id="u")
+    assert events.membership_change(undated, NOW.isoformat()).as_of == NOW  # type: ignore[union-attr]
 
 
 async def test_feed_rings_the_watchers_of_the_note_or_user_only() -> None:

@@ -459,9 +459,16 @@ async def test_deleted_user_disappears_everywhere(h: ProfilesHarness) -> None:
         h.follows.Follow(pb.FollowRequest(request_id=rid(), user_id=gone.user_id), metadata=f)
     )
     assert err.code() == grpc.StatusCode.NOT_FOUND
-    # The deleted user's still-valid token no longer reaches a profile.
+    # The deleted user's still-valid token no longer reaches a profile nor creates follows.
     err = await _fails(h.profiles.GetMyProfile(pb.GetMyProfileRequest(), metadata=gone.metadata))
     assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = await _fails(
+        h.follows.Follow(
+            pb.FollowRequest(request_id=rid(), user_id=friend.user_id), metadata=gone.metadata
+        )
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert (await h.outbox_types(tenant)).count("UserFollowed") == 2
 
 
 async def test_update_retry_returns_the_first_response_and_emits_once(h: ProfilesHarness) -> None:
