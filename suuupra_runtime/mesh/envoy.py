@@ -28,6 +28,7 @@ import yaml
 from suuupra_runtime.mesh.certs import SECRET_CERTIFICATE, SECRET_TRUSTED_CA, WorkloadPaths
 from suuupra_runtime.mesh.topology import (
     EDGE,
+    JWKS_PATH,
     EdgeSpec,
     ServiceSpec,
     Topology,
@@ -36,7 +37,6 @@ from suuupra_runtime.mesh.topology import (
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 REFLECTION_PREFIXES = ("/grpc.reflection.v1alpha.", "/grpc.reflection.v1.")
-JWKS_PATH = "/.well-known/jwks.json"
 # Methods a sidecar admits on its service's plain HTTP paths (see the module docstring).
 HTTP_PATH_METHODS = ("GET", "HEAD", "POST")
 JWT_PROVIDER = "identity"
@@ -189,7 +189,10 @@ def render_sidecar(
             if spec.http_paths
             else []
         ),
-        *(_mesh_cluster(topology, topology.service(u), addressing, paths) for u in spec.upstreams),
+        *(
+            _mesh_cluster(topology, topology.service(u), addressing, paths)
+            for u in topology.mesh_peers(spec)
+        ),
     ]
     return {
         "node": {"id": f"{service}-sidecar", "cluster": service},
@@ -337,6 +340,15 @@ def _outbound_listener(
             {"match": {"prefix": p}, "route": {"cluster": cluster, "timeout": "15s"}}
             for p in upstream.http_paths
         ]
+    keys_only = topology.jwks_only_peer(spec)
+    if keys_only is not None:
+        routes += [
+            {
+                "match": {"prefix": p},
+                "route": {"cluster": _mesh_cluster_name(keys_only.name), "timeout": "15s"},
+            }
+            for p in keys_only.http_paths
+        ]
     hcm = {
         "@type": _HCM,
         "stat_prefix": "outbound",
@@ -473,11 +485,7 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
 
 
 def _jwks_service(topology: Topology) -> ServiceSpec | None:
-    """The service publishing the JWKS: the one whose http_paths cover JWKS_PATH."""
-    for service in topology.services.values():
-        if any(JWKS_PATH.startswith(p) for p in service.http_paths):
-            return service
-    return None
+    return topology.jwks_service()
 
 
 def _edge_filters(topology: Topology, jwks_service: ServiceSpec | None) -> list[dict[str, Any]]:

@@ -128,6 +128,10 @@ class ServiceSpec:
         return tuple(f"/{package}." for package in self.grpc_packages)
 
 
+JWKS_PATH = "/.well-known/jwks.json"
+"""Where the service that issues user tokens (identity) publishes its public keys."""
+
+
 @dataclass(frozen=True)
 class Topology:
     trust_domain: str
@@ -144,6 +148,27 @@ class Topology:
 
     def callers_of(self, name: str) -> tuple[CallerRule, ...]:
         return self.service(name).callers
+
+    def jwks_service(self) -> ServiceSpec | None:
+        """The service publishing the JWKS: the one whose `http_paths` cover JWKS_PATH."""
+        for spec in self.services.values():
+            if any(JWKS_PATH.startswith(p) for p in spec.http_paths):
+                return spec
+        return None
+
+    def jwks_only_peer(self, spec: ServiceSpec) -> ServiceSpec | None:
+        """The JWKS publisher when `spec` reaches it for the public keys alone: every service
+        verifies user tokens, so its sidecar routes the publisher's `http_paths` (open to every
+        mesh workload) even when the publisher is not one of its upstreams."""
+        publisher = self.jwks_service()
+        if publisher is None or publisher.name == spec.name or publisher.name in spec.upstreams:
+            return None
+        return publisher
+
+    def mesh_peers(self, spec: ServiceSpec) -> tuple[str, ...]:
+        """The sidecars `spec` talks to over mTLS: its upstreams and the JWKS publisher."""
+        extra = self.jwks_only_peer(spec)
+        return (*spec.upstreams, *((extra.name,) if extra else ()))
 
     def edge_services(self) -> tuple[ServiceSpec, ...]:
         """Services the edge may route to (those with a `from: edge` caller rule)."""

@@ -209,14 +209,17 @@ def network_policy_problems(objects: Sequence[Obj], topology: Topology) -> list[
         where = f"NetworkPolicy for {name}"
         ingress = policy.get("ingress", [])
         problems += _compare(
-            where, "caller", _peers(ingress, "from", MTLS_PORT), set(allowed_callers(spec))
+            where,
+            "caller",
+            _peers(ingress, "from", MTLS_PORT),
+            set(allowed_callers(topology, spec)),
         )
         admitted_ports = {p.get("port") for r in ingress for p in r.get("ports", [])}
         if ingress and admitted_ports != {MTLS_PORT}:
             problems.append(f"{where}: ingress opens {sorted(admitted_ports)}, only {MTLS_PORT}")
         egress = policy.get("egress", [])
         problems += _compare(
-            where, "upstream", _peers(egress, "to", MTLS_PORT), set(spec.upstreams)
+            where, "upstream", _peers(egress, "to", MTLS_PORT), set(topology.mesh_peers(spec))
         )
         has_pg = "<postgres>" in _peers(egress, "to", PG_PORT)
         if has_pg != (spec.database is not None):

@@ -34,17 +34,25 @@ def _tcp(port: int) -> list[Manifest]:
     return [{"protocol": "TCP", "port": port}]
 
 
-def allowed_callers(service: ServiceSpec) -> list[str]:
-    return sorted({rule.from_service for rule in service.callers})
+def allowed_callers(topology: Topology, service: ServiceSpec) -> list[str]:
+    """The topology's callers, and every workload that reaches this service's sidecar for its
+    public keys alone (`Topology.mesh_peers`)."""
+    key_readers = {
+        name
+        for name, spec in topology.services.items()
+        if service.name in topology.mesh_peers(spec)
+    }
+    return sorted({rule.from_service for rule in service.callers} | key_readers)
 
 
 def service_network_policy(topology: Topology, service: ServiceSpec) -> Manifest:
-    """Ingress: exactly the topology's callers, on the mTLS port. Egress: the upstream sidecars,
-    PostgreSQL (if the service has a database) and NATS. DNS comes from base/allow-dns."""
-    callers = allowed_callers(service)
+    """Ingress: exactly the topology's callers (and JWKS readers), on the mTLS port. Egress: the
+    upstream sidecars and the JWKS publisher's (`Topology.mesh_peers`), PostgreSQL (if the service
+    has a database) and NATS. DNS comes from base/allow-dns."""
+    callers = allowed_callers(topology, service)
     ingress = [{"from": [_peer(c) for c in callers], "ports": _tcp(MTLS_PORT)}] if callers else []
     egress: list[Manifest] = []
-    upstreams = sorted(set(service.upstreams))
+    upstreams = sorted(set(topology.mesh_peers(service)))
     if upstreams:
         egress.append({"to": [_peer(u) for u in upstreams], "ports": _tcp(MTLS_PORT)})
     if service.database is not None:
@@ -67,7 +75,9 @@ def service_network_policy(topology: Topology, service: ServiceSpec) -> Manifest
 
 def edge_upstreams(topology: Topology) -> list[str]:
     """The services the edge may reach: those whose callers include the edge."""
-    return sorted(name for name, spec in topology.services.items() if EDGE in allowed_callers(spec))
+    return sorted(
+        name for name, spec in topology.services.items() if EDGE in allowed_callers(topology, spec)
+    )
 
 
 def edge_network_policy(topology: Topology) -> Manifest:
@@ -156,7 +166,7 @@ def policy_mismatches(topology: Topology, k8s_dir: Path) -> list[str]:
         if not path.is_file():
             continue
         policy = yaml.safe_load(path.read_text())
-        admitted, allowed = policy_callers(policy), set(allowed_callers(spec))
+        admitted, allowed = policy_callers(policy), set(allowed_callers(topology, spec))
         for extra in sorted(admitted - allowed):
             problems.append(
                 f"{path.relative_to(k8s_dir.parent)}: admits {extra}, "

@@ -6,8 +6,7 @@ from __future__ import annotations
 import copy
 
 from suuupra_runtime.mesh.certs import SDS_CERTIFICATE_FILE, SDS_VALIDATION_FILE, WorkloadPaths
-from suuupra_runtime.mesh.envoy import JWKS_PATH
-from suuupra_runtime.mesh.topology import EDGE, ServiceSpec, Topology, spiffe_id
+from suuupra_runtime.mesh.topology import EDGE, JWKS_PATH, ServiceSpec, Topology, spiffe_id
 from tools.k8s.layout import (
     APP_GRPC_PORT,
     CERT_DIR,
@@ -248,14 +247,14 @@ def _database_env(topology: Topology, service: ServiceSpec) -> list[Manifest]:
 
 def jwks_url(topology: Topology, service: ServiceSpec) -> str | None:
     """Where the app fetches the JWKS that verifies user tokens: its own HTTP port if it serves
-    the JWKS, else through its sidecar's outbound listener if the JWKS service is an upstream
-    (the topology then also admits it as a caller there). Otherwise the service takes no tokens."""
-    if any(JWKS_PATH.startswith(p) for p in service.http_paths):
+    the JWKS, else through its sidecar's outbound listener, which routes the publisher's
+    `http_paths` for every service (`Topology.mesh_peers`). None without a publisher."""
+    publisher = topology.jwks_service()
+    if publisher is None:
+        return None
+    if publisher.name == service.name:
         return f"http://127.0.0.1:{POD.app_http_port}{JWKS_PATH}"
-    for name in service.upstreams:
-        if any(JWKS_PATH.startswith(p) for p in topology.services[name].http_paths):
-            return f"http://127.0.0.1:{POD.outbound_port}{JWKS_PATH}"
-    return None
+    return f"http://127.0.0.1:{POD.outbound_port}{JWKS_PATH}"
 
 
 def _app_env(topology: Topology, service: ServiceSpec) -> list[Manifest]:

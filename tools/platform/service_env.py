@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from suuupra_runtime.mesh.envoy import JWKS_PATH
-from suuupra_runtime.mesh.topology import ServiceSpec, Topology
+from suuupra_runtime.mesh.topology import JWKS_PATH, ServiceSpec, Topology
 
 # Tokens are minted by identity and checked by every service runtime; one issuer and audience
 # for the whole dev platform.

@@ -69,7 +69,7 @@ def test_manifests_without_a_topology_service_fail(
 def test_network_policy_admitting_other_callers_fails(
     capsys: pytest.CaptureFixture[str], k8s_copy: Path
 ) -> None:
-    path = k8s_copy / "services" / "identity" / "networkpolicy.yaml"
+    path = k8s_copy / "services" / "notes" / "networkpolicy.yaml"
     policy = yaml.safe_load(path.read_text())
     policy["spec"]["ingress"][0]["from"] = [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "courses"}}}
@@ -77,8 +77,8 @@ def test_network_policy_admitting_other_callers_fails(
     path.write_text(yaml.safe_dump(policy))
     code, out = run(capsys, "--k8s-dir", str(k8s_copy), "check")
     assert code == 1
-    assert "admits courses, which the topology does not allow to call identity" in out
-    assert "does not admit edge, which the topology allows to call identity" in out
+    assert "admits courses, which the topology does not allow to call notes" in out
+    assert "does not admit edge, which the topology allows to call notes" in out
 
 
 def test_stray_file_in_a_generated_directory_fails(

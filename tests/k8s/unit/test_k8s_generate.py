@@ -53,7 +53,8 @@ def test_network_policy_admits_exactly_the_topology_callers_on_the_mtls_port(
     sample_topology: Topology,
 ) -> None:
     identity = service_network_policy(sample_topology, sample_topology.services["identity"])
-    assert _ingress_callers(identity) == {"edge", "courses"}
+    # search is no caller of identity, but reaches its sidecar for the JWKS alone.
+    assert _ingress_callers(identity) == {"edge", "courses", "search"}
     assert {p["port"] for r in identity["spec"]["ingress"] for p in r["ports"]} == {MTLS_PORT}
     search = service_network_policy(sample_topology, sample_topology.services["search"])
     assert search["spec"]["ingress"] == []  # nobody may call search
@@ -66,7 +67,7 @@ def test_network_policy_egress_follows_upstreams_and_database(sample_topology: T
     assert _egress_names(courses, 5432) == {"<postgres>"}
     assert _egress_names(courses, 4222) == {"nats"}
     search = service_network_policy(sample_topology, sample_topology.services["search"])
-    assert _egress_names(search, MTLS_PORT) == {"courses"}
+    assert _egress_names(search, MTLS_PORT) == {"courses", "identity"}  # identity: JWKS only
     assert _egress_names(search, 5432) == set()
     identity = service_network_policy(sample_topology, sample_topology.services["identity"])
     assert _egress_names(identity, MTLS_PORT) == set()
@@ -200,7 +201,7 @@ def test_envoy_configmaps_use_kubernetes_addresses(sample_topology: Topology) ->
     assert certificate["certificate_chain"]["filename"] == "/etc/suuupra/certs/courses/tls.crt"
 
 
-def test_jwks_is_fetched_locally_through_the_sidecar_or_not_at_all(
+def test_jwks_is_fetched_locally_or_through_the_sidecar(
     sample_topology: Topology,
 ) -> None:
     def env(service: str) -> dict[str, Any]:
@@ -208,10 +209,11 @@ def test_jwks_is_fetched_locally_through_the_sidecar_or_not_at_all(
         (app,) = deployment["spec"]["template"]["spec"]["containers"]
         return {e["name"]: e.get("value") for e in app["env"]}
 
-    # identity serves it; courses reaches identity through its outbound listener; search cannot.
+    # identity serves it; every other service reaches it through its outbound listener, search
+    # too although identity is not among its upstreams (its sidecar routes the JWKS path alone).
     assert env("identity")["SUUUPRA_JWKS_URL"] == "http://127.0.0.1:8081/.well-known/jwks.json"
     assert env("courses")["SUUUPRA_JWKS_URL"] == "http://127.0.0.1:15001/.well-known/jwks.json"
-    assert "SUUUPRA_JWKS_URL" not in env("search")
+    assert env("search")["SUUUPRA_JWKS_URL"] == "http://127.0.0.1:15001/.well-known/jwks.json"
 
 
 def test_service_settings_secret_is_optional_and_per_service(sample_topology: Topology) -> None:

@@ -234,3 +234,19 @@ def test_streaming_rpcs_skip_the_size_buffer_and_route_timeout() -> None:
     unary = routes[-1]
     assert unary["route"]["timeout"] == "15s"
     assert "typed_per_filter_config" not in unary
+
+
+def test_a_service_without_the_identity_upstream_reaches_only_its_public_keys() -> None:
+    data = base()
+    data["services"]["courses"]["upstreams"] = []
+    data["services"]["identity"]["callers"] = [{"from": "edge", "rpcs": ["/suuupra.identity.v1."]}]
+    config = render_sidecar(parse_topology(data), "courses", DevAddressing(), CERTS)
+    routes = hcm(listener(config, "outbound"))["route_config"]["virtual_hosts"][0]["routes"]
+    # The JWKS path goes to identity's sidecar (whose RBAC opens http_paths to every workload);
+    # no gRPC prefix does, so identity's RPCs stay unreachable from courses.
+    assert [(r["match"]["prefix"], r["route"]["cluster"]) for r in routes] == [
+        ("/.well-known/", "mesh_identity")
+    ]
+    assert endpoint(cluster(config, "mesh_identity")) == ("127.0.0.1", 17101)
+    identity = render_sidecar(parse_topology(data), "identity", DevAddressing(), CERTS)
+    assert "mesh_identity" not in {c["name"] for c in identity["static_resources"]["clusters"]}
