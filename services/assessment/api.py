@@ -286,12 +286,13 @@ class AssignmentApi(rpc.AssignmentServiceServicer):
     ) -> pb.CreateAssignmentResponse:
         p = principal()
         cmd = new_assignment(request)
+        await self.a.check_attachments(p, cmd.attachment_file_ids)
 
         async def work(uow: UnitOfWork) -> pb.CreateAssignmentResponse:
-            created = await self.a.create_assignment(uow, p, cmd)
-            return pb.CreateAssignmentResponse(assignment=assignment_pb(created))
+            assignment = await self.a.create_assignment(uow, p, cmd)
+            return pb.CreateAssignmentResponse(assignment=assignment_pb(assignment))
 
-        return await _idempotent(
+        response = await _idempotent(
             self.a,
             p,
             method=_method("AssignmentService", "CreateAssignment"),
@@ -299,6 +300,11 @@ class AssignmentApi(rpc.AssignmentServiceServicer):
             response_type=pb.CreateAssignmentResponse,
             work=work,
         )
+        a = response.assignment
+        if a.attachment_file_ids:
+            # After the commit (it calls files); a retry replays the response and grants again.
+            await self.a.grant_attachments_of(p, a.assignment_id, list(a.attachment_file_ids))
+        return response
 
     async def PublishAssignment(
         self, request: pb.PublishAssignmentRequest, context: Ctx
@@ -333,6 +339,12 @@ class AssignmentApi(rpc.AssignmentServiceServicer):
         return pb.ListAssignmentsResponse(
             assignments=[assignment_pb(a) for a in items], next_page_token=token
         )
+
+    async def CreateAttachmentLink(
+        self, request: pb.CreateAttachmentLinkRequest, context: Ctx
+    ) -> pb.CreateAttachmentLinkResponse:
+        link = await self.a.attachment_link(principal(), request.assignment_id, request.file_id)
+        return pb.CreateAttachmentLinkResponse(path=link.path, expire_time=ts(link.expires_at))
 
     async def SetStudentException(
         self, request: pb.SetStudentExceptionRequest, context: Ctx

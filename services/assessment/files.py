@@ -36,8 +36,13 @@ class DownloadLink:
 
 
 def submission_resource(submission_id: str) -> str:
-    """The files-side name of a submission, the grantee of its files."""
+    """The files-side name of a submission, the grantee of its (and its feedback's) files."""
     return f"assessment.submission/{submission_id}"
+
+
+def assignment_resource(assignment_id: str) -> str:
+    """The files-side name of an assignment, the grantee of its attachments."""
+    return f"assessment.assignment/{assignment_id}"
 
 
 class FileStore(Protocol):
@@ -45,16 +50,12 @@ class FileStore(Protocol):
         """Metadata of the files the current caller may read (others are left out)."""
         ...
 
-    async def grant_graders(
-        self, tenant_id: str, file_ids: Sequence[str], *, batch_id: str, submission_id: str
-    ) -> None:
-        """Let whoever assessment allows to see the submission read these files (idempotent)."""
+    async def grant(self, tenant_id: str, file_ids: Sequence[str], resource: str) -> None:
+        """Let whoever assessment allows to see `resource` read these files (idempotent)."""
         ...
 
-    async def download_link(
-        self, tenant_id: str, file_id: str, *, submission_id: str
-    ) -> DownloadLink:
-        """A short-lived browser link to a file of the submission, read through its grant."""
+    async def download_link(self, tenant_id: str, file_id: str, resource: str) -> DownloadLink:
+        """A short-lived browser link to a file, read through its grant to `resource`."""
         ...
 
 
@@ -71,12 +72,8 @@ class UnavailableFileStore:
     async def describe(self, tenant_id: str, file_ids: Sequence[str]) -> dict[str, StoredFile]:
         raise _unavailable()
 
-    async def grant_graders(
-        self, tenant_id: str, file_ids: Sequence[str], *, batch_id: str, submission_id: str
-    ) -> None:
+    async def grant(self, tenant_id: str, file_ids: Sequence[str], resource: str) -> None:
         raise _unavailable()
 
-    async def download_link(
-        self, tenant_id: str, file_id: str, *, submission_id: str
-    ) -> DownloadLink:
+    async def download_link(self, tenant_id: str, file_id: str, resource: str) -> DownloadLink:
         raise _unavailable()

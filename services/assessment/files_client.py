@@ -19,7 +19,7 @@ import grpc
 from suuupra.files.v1 import files_service_pb2 as pb
 from suuupra.files.v1 import files_service_pb2_grpc as rpc
 
-from services.assessment.files import DownloadLink, StoredFile, submission_resource
+from services.assessment.files import DownloadLink, StoredFile
 from suuupra_runtime.clients import (
     call_options,
     channel_for,
@@ -27,7 +27,7 @@ from suuupra_runtime.clients import (
     raise_from_rpc_error,
 )
 
-# Grant request ids derive from (submission, file), so a retried submit grants once.
+# Grant request ids derive from (resource, file), so a retried call grants once.
 _GRANT_NAMESPACE = uuid.UUID("2f7c1c55-8d0e-4a8e-9d7b-3a0c6b1f5e21")
 Metadata = tuple[tuple[str, str], ...]
 
@@ -57,10 +57,8 @@ class MeshFileStore:
         found = await asyncio.gather(*(self._describe_one(fid) for fid in file_ids))
         return {f.file_id: f for f in found if f is not None}
 
-    async def grant_graders(
-        self, tenant_id: str, file_ids: Sequence[str], *, batch_id: str, submission_id: str
-    ) -> None:
-        grantee = submission_resource(submission_id)
+    async def grant(self, tenant_id: str, file_ids: Sequence[str], resource: str) -> None:
+        grantee = resource
         with domain_errors():
             await asyncio.gather(
                 *(
@@ -76,14 +74,10 @@ class MeshFileStore:
                 )
             )
 
-    async def download_link(
-        self, tenant_id: str, file_id: str, *, submission_id: str
-    ) -> DownloadLink:
+    async def download_link(self, tenant_id: str, file_id: str, resource: str) -> DownloadLink:
         with domain_errors():
             reply = await self._stub.CreateDownloadLink(
-                pb.CreateDownloadLinkRequest(
-                    file_id=file_id, via_resource=submission_resource(submission_id)
-                ),
+                pb.CreateDownloadLinkRequest(file_id=file_id, via_resource=resource),
                 **self._options(),
             )
         expires = (

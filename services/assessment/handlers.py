@@ -22,7 +22,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.assessment import domain, store
-from services.assessment.files import DownloadLink, FileStore
+from services.assessment.files import (
+    DownloadLink,
+    FileStore,
+    assignment_resource,
+    submission_resource,
+)
 from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.errors import (
     Aborted,
@@ -440,9 +445,7 @@ class Assessment:
         """After the submit committed (it calls the files service): the submission's graders may
         read its files. Idempotent, so a retried submit simply grants again."""
         if file_ids:
-            await self.files.grant_graders(
-                p.tenant_id, file_ids, batch_id=batch_id, submission_id=submission_id
-            )
+            await self.files.grant(p.tenant_id, file_ids, submission_resource(submission_id))
 
     async def submission_file_link(
         self, p: Principal, submission_id: str, file_id: str
@@ -467,7 +470,33 @@ class Assessment:
         )
         if file_id not in row.file_ids and file_id not in feedback:
             raise _not_found("file", file_id)
-        return await self.files.download_link(p.tenant_id, file_id, submission_id=submission_id)
+        return await self.files.download_link(
+            p.tenant_id, file_id, submission_resource(submission_id)
+        )
+
+    async def check_attachments(self, p: Principal, file_ids: Sequence[str]) -> None:
+        """Before creating an assignment (it calls files): attachments are the author's own."""
+        if not file_ids:
+            return
+        known = await self.files.describe(p.tenant_id, file_ids)
+        facts = {fid: domain.FileFacts(f.owner_id, f.content_type) for fid, f in known.items()}
+        domain.check_files(file_ids, facts, p.user_id, (), field_name="attachment_file_ids")
+
+    async def grant_attachments_of(
+        self, p: Principal, assignment_id: str, file_ids: Sequence[str]
+    ) -> None:
+        """After the assignment committed: whoever may see it may read its attachments."""
+        if file_ids:
+            await self.files.grant(p.tenant_id, file_ids, assignment_resource(assignment_id))
+
+    async def attachment_link(self, p: Principal, assignment_id: str, file_id: str) -> DownloadLink:
+        async with self.db.unit_of_work(tenant_id=p.tenant_id) as uow:
+            assignment, _ = await self._visible_assignment(uow.session, p, assignment_id)
+        if file_id not in assignment.attachment_file_ids:
+            raise _not_found("file", file_id)
+        return await self.files.download_link(
+            p.tenant_id, file_id, assignment_resource(assignment_id)
+        )
 
     async def check_feedback_files(self, p: Principal, file_ids: Sequence[str]) -> None:
         """Before grading (it calls the files service): feedback files are the grader's own."""

@@ -52,7 +52,9 @@ class CreateAssignmentRequest(_message.Message):
     max_attempts: _builtins.int
     category: _builtins.str
     @_builtins.property
-    def attachment_file_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def attachment_file_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The instructor's own files (files service); members of the batch can read them."""
+
     @_builtins.property
     def submission_types(self) -> _containers.RepeatedScalarFieldContainer[_assessment_resources_pb2.SubmissionType.ValueType]: ...
     @_builtins.property
@@ -244,6 +246,52 @@ class ListAssignmentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAssignmentsResponse: _TypeAlias = ListAssignmentsResponse  # noqa: Y015
+
+@_typing.final
+class CreateAttachmentLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    FILE_ID_FIELD_NUMBER: _builtins.int
+    assignment_id: _builtins.str
+    file_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        assignment_id: _builtins.str = ...,
+        file_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "file_id", b"file_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAttachmentLinkRequest: _TypeAlias = CreateAttachmentLinkRequest  # noqa: Y015
+
+@_typing.final
+class CreateAttachmentLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """Path under the files service's HTTP paths (`/files/d/<token>`), GET-able by a browser."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "path", b"path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateAttachmentLinkResponse: _TypeAlias = CreateAttachmentLinkResponse  # noqa: Y015
 
 @_typing.final
 class SetStudentExceptionRequest(_message.Message):

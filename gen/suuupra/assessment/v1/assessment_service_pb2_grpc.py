@@ -60,6 +60,11 @@ class AssignmentServiceStub(object):
                 request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListAssignmentsRequest.SerializeToString,
                 response_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListAssignmentsResponse.FromString,
                 _registered_method=True)
+        self.CreateAttachmentLink = channel.unary_unary(
+                '/suuupra.assessment.v1.AssignmentService/CreateAttachmentLink',
+                request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkRequest.SerializeToString,
+                response_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkResponse.FromString,
+                _registered_method=True)
         self.SetStudentException = channel.unary_unary(
                 '/suuupra.assessment.v1.AssignmentService/SetStudentException',
                 request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.SetStudentExceptionRequest.SerializeToString,
@@ -104,6 +109,14 @@ class AssignmentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAttachmentLink(self, request, context):
+        """A short-lived download link for one of the assignment's attachments (anyone who may see the
+        assignment).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetStudentException(self, request, context):
         """Sets one student's extension and/or exemption for an assignment (replaces the previous one).
         """
@@ -133,6 +146,11 @@ def add_AssignmentServiceServicer_to_server(servicer, server):
                     servicer.ListAssignments,
                     request_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListAssignmentsRequest.FromString,
                     response_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListAssignmentsResponse.SerializeToString,
+            ),
+            'CreateAttachmentLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAttachmentLink,
+                    request_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkRequest.FromString,
+                    response_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkResponse.SerializeToString,
             ),
             'SetStudentException': grpc.unary_unary_rpc_method_handler(
                     servicer.SetStudentException,
@@ -254,6 +272,33 @@ class AssignmentService(object):
             '/suuupra.assessment.v1.AssignmentService/ListAssignments',
             suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListAssignmentsRequest.SerializeToString,
             suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.ListAssignmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAttachmentLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suuupra.assessment.v1.AssignmentService/CreateAttachmentLink',
+            suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkRequest.SerializeToString,
+            suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkResponse.FromString,
             options,
             channel_credentials,
             insecure,

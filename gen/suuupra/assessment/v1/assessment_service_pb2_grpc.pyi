@@ -47,6 +47,10 @@ class AssignmentServiceStub:
     """Returns an assignment (students: published ones of their batches only)."""
     ListAssignments: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.ListAssignmentsRequest, _assessment_service_pb2.ListAssignmentsResponse]
     """Lists a batch's assignments by due time (students: published ones only)."""
+    CreateAttachmentLink: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.CreateAttachmentLinkRequest, _assessment_service_pb2.CreateAttachmentLinkResponse]
+    """A short-lived download link for one of the assignment's attachments (anyone who may see the
+    assignment).
+    """
     SetStudentException: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.SetStudentExceptionRequest, _assessment_service_pb2.SetStudentExceptionResponse]
     """Sets one student's extension and/or exemption for an assignment (replaces the previous one)."""
 
@@ -69,6 +73,10 @@ class AssignmentServiceAsyncStub(AssignmentServiceStub):
     """Returns an assignment (students: published ones of their batches only)."""
     ListAssignments: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.ListAssignmentsRequest, _assessment_service_pb2.ListAssignmentsResponse]  # type: ignore[assignment]
     """Lists a batch's assignments by due time (students: published ones only)."""
+    CreateAttachmentLink: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.CreateAttachmentLinkRequest, _assessment_service_pb2.CreateAttachmentLinkResponse]  # type: ignore[assignment]
+    """A short-lived download link for one of the assignment's attachments (anyone who may see the
+    assignment).
+    """
     SetStudentException: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.SetStudentExceptionRequest, _assessment_service_pb2.SetStudentExceptionResponse]  # type: ignore[assignment]
     """Sets one student's extension and/or exemption for an assignment (replaces the previous one)."""
 
@@ -112,6 +120,16 @@ class AssignmentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_assessment_service_pb2.ListAssignmentsResponse, _abc.Awaitable[_assessment_service_pb2.ListAssignmentsResponse]]:
         """Lists a batch's assignments by due time (students: published ones only)."""
+
+    @_abc_1.abstractmethod
+    def CreateAttachmentLink(
+        self,
+        request: _assessment_service_pb2.CreateAttachmentLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assessment_service_pb2.CreateAttachmentLinkResponse, _abc.Awaitable[_assessment_service_pb2.CreateAttachmentLinkResponse]]:
+        """A short-lived download link for one of the assignment's attachments (anyone who may see the
+        assignment).
+        """
 
     @_abc_1.abstractmethod
     def SetStudentException(

@@ -176,3 +176,31 @@ async def test_feedback_files_reach_the_student_only_once_released(rig: Rig) -> 
     async with httpx.AsyncClient(base_url=f"http://{rig.files.http_address}") as http:
         got = await http.get(link.path)
     assert got.status_code == 200 and got.content == notes
+
+
+async def test_attachments_are_the_instructors_and_readable_by_the_batch(rig: Rig) -> None:
+    h = rig.h
+    batch = await h.batch(students=1, tas=0)
+    student, instructor = batch.students[0], batch.instructor
+    handout = pdf_bytes(4096, seed=5)
+    attachment = await rig.upload(instructor, handout, "handout.pdf")
+    foreign = await rig.upload(student, pdf_bytes(2048, seed=6), "mine.pdf")
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.assignment(batch, attachment_file_ids=[foreign])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value) == ["attachment_file_ids[0]"]
+
+    assignment = await h.assignment(batch, attachment_file_ids=[attachment])
+    request = pb.CreateAttachmentLinkRequest(
+        assignment_id=assignment.assignment_id, file_id=attachment
+    )
+    link = await h.assignments.CreateAttachmentLink(request, metadata=student.md)
+    async with httpx.AsyncClient(base_url=f"http://{rig.files.http_address}") as http:
+        got = await http.get(link.path)
+    assert got.status_code == 200 and got.content == handout
+
+    stranger = h.person("student")  # same tenant, not in the batch
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await h.assignments.CreateAttachmentLink(request, metadata=stranger.md)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

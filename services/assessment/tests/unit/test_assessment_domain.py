@@ -188,10 +188,8 @@ class FakeFileStore:
     async def describe(self, tenant_id: str, file_ids: Sequence[str]) -> dict[str, StoredFile]:
         return {fid: self.files[fid] for fid in file_ids if fid in self.files}
 
-    async def grant_graders(
-        self, tenant_id: str, file_ids: Sequence[str], *, batch_id: str, submission_id: str
-    ) -> None:
-        self.grants.append((tenant_id, tuple(file_ids), batch_id))
+    async def grant(self, tenant_id: str, file_ids: Sequence[str], resource: str) -> None:
+        self.grants.append((tenant_id, tuple(file_ids), resource))
 
 
 async def test_files_must_exist_be_own_and_allowed() -> None:
