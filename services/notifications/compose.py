@@ -5,6 +5,7 @@ add links, render in the sandbox."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from services.notifications.templates import (
 SEALED_TOKEN = "_sealed_token"
 SEALED_KEY_ID = "_sealed_key_id"
 _LINK_PATHS = {EMAIL_VERIFICATION: "/verify-email", PASSWORD_RESET: "/reset-password"}
+TEMPLATE_CACHE_SECONDS = 2.0
 _FALLBACK = TemplateText("{{ title or kind }}", "{{ message or '' }}")
 
 
@@ -57,13 +59,31 @@ class Composer:
         self.app_url = app_url
         self.public_url = public_url
         self.signing_key = signing_key
+        # Tenant overrides are looked up on every message; a short-lived cache saves that query
+        # on busy paths. Saving a version here clears it; other replicas see it within the TTL.
+        self._cache: dict[tuple[str, str, Channel, str], tuple[float, TemplateText | None]] = {}
+
+    def forget(self, tenant_id: str) -> None:
+        self._cache = {k: v for k, v in self._cache.items() if k[0] != tenant_id}
 
     async def template(
         self, s: AsyncSession, tenant_id: str, kind: str, channel: Channel, locale: str
     ) -> TemplateText:
-        found = await store.latest_template(s, tenant_id, kind, channel, locale_candidates(locale))
-        if found is not None:
-            return found[1]
+        key = (tenant_id, kind, channel, locale)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and now - cached[0] < TEMPLATE_CACHE_SECONDS:
+            override = cached[1]
+        else:
+            found = await store.latest_template(
+                s, tenant_id, kind, channel, locale_candidates(locale)
+            )
+            override = found[1] if found is not None else None
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now, override)
+        if override is not None:
+            return override
         return built_in(kind, channel) or _FALLBACK
 
     def unsubscribe_url(self, tenant_id: str, user_id: str, category: Category) -> str:

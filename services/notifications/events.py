@@ -327,6 +327,10 @@ def build_consumers(
             handlers=handlers,
             backoff=backoff,
             fetch_timeout=fetch_timeout,
+            # nats-py's fetch(n > 1) waits for n messages or the whole timeout once one arrived,
+            # so a lone event would wait up to fetch_timeout (1 s). One at a time, each event is
+            # handled the moment it arrives; this path is bound by its database work anyway.
+            batch_size=1,
         )
         for domain, handlers in inbound.handlers().items()
     ]

@@ -15,8 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from services.notifications import domain, store
-from services.notifications.compose import SEALED_KEY_ID, SEALED_TOKEN, Composer
+from services.notifications.compose import SEALED_KEY_ID, SEALED_TOKEN, Composed, Composer
 from services.notifications.domain import Category, Channel, Recipient, Status
 from services.notifications.live import InboxHub
 from services.notifications.store import DeliveryRow, InboxItem, NewDelivery, TemplateRow
@@ -142,38 +144,98 @@ class Notifications:
                 planned.append((recipient, item))
         if pace_per_second:
             planned = _paced(planned, pace_per_second)
-        rows = [
-            NewDelivery(
-                tenant_id=tenant_id,
-                user_id=r.user_id,
-                kind=kind,
-                category=spec.category,
-                channel=p.channel,
-                source=source,
-                status=p.status,
-                address=p.address,
-                due_at=p.due_at,
-                context=context,
-                error=p.reason,
+        # In-app deliveries due now are composed here and stored as sent, together with their
+        # inbox row, in this transaction: no worker round trip on the latency-critical path.
+        composed: dict[tuple[str, Channel], Composed] = {}
+        for r, p in planned:
+            if p.channel is Channel.IN_APP and p.status is Status.QUEUED and p.due_at <= now:
+                composed[(r.user_id, p.channel)] = await self.compose_in_app(
+                    s, r, kind=kind, category=spec.category, context=context
+                )
+        rows = []
+        for r, p in planned:
+            ready = composed.get((r.user_id, p.channel))
+            rows.append(
+                NewDelivery(
+                    tenant_id=tenant_id,
+                    user_id=r.user_id,
+                    kind=kind,
+                    category=spec.category,
+                    channel=p.channel,
+                    source=source,
+                    status=Status.SENT if ready else p.status,
+                    address=p.address,
+                    due_at=p.due_at,
+                    context=context,
+                    error=p.reason,
+                    attempts=1 if ready else 0,
+                    template_version=ready.version if ready else 0,
+                )
             )
-            for r, p in planned
-        ]
         created = await store.insert_deliveries(s, rows, now)
         wake = False
         for recipient, p in planned:
             delivery_id = created.get((recipient.user_id, p.channel))
             if delivery_id is None or p.status is not Status.QUEUED:
                 continue
-            if p.channel is Channel.IN_APP and p.due_at <= now:
-                await self.deliver_in_app(
+            ready = composed.get((recipient.user_id, p.channel))
+            if ready is not None:
+                await self.store_in_app(
                     uow, delivery_id, recipient, kind=kind, category=spec.category,
-                    context=context, attempts=0,
+                    context=context, composed=ready,
                 )  # fmt: skip
             else:
                 wake = True
         if wake:
             uow.after_commit(self.wake_worker)
         return len(created)
+
+    async def compose_in_app(
+        self,
+        s: AsyncSession,
+        recipient: Recipient,
+        *,
+        kind: str,
+        category: Category,
+        context: Mapping[str, Any],
+    ) -> Composed:
+        return await self.composer.compose(
+            s,
+            kind=kind,
+            category=category,
+            channel=Channel.IN_APP,
+            recipient=recipient,
+            context=context,
+        )
+
+    async def store_in_app(
+        self,
+        uow: UnitOfWork,
+        delivery_id: str,
+        recipient: Recipient,
+        *,
+        kind: str,
+        category: Category,
+        context: Mapping[str, Any],
+        composed: Composed,
+    ) -> None:
+        """The inbox row of an in-app delivery, pushed to live streams after the commit."""
+        data = {k: str(v) for k, v in context.items() if not str(k).startswith("_")}
+        item = await store.insert_notification(
+            uow.session,
+            tenant_id=recipient.tenant_id,
+            user_id=recipient.user_id,
+            delivery_id=delivery_id,
+            kind=kind,
+            category=category,
+            title=composed.subject,
+            body=composed.body,
+            data=data,
+            now=self.clock(),
+        )
+        if item is not None:
+            hub = self.hub
+            uow.after_commit(lambda: hub.publish_soon(item))
 
     async def deliver_in_app(
         self,
@@ -186,39 +248,22 @@ class Notifications:
         context: Mapping[str, Any],
         attempts: int,
     ) -> None:
-        now = self.clock()
-        composed = await self.composer.compose(
-            uow.session,
-            kind=kind,
-            category=category,
-            channel=Channel.IN_APP,
-            recipient=recipient,
-            context=context,
+        """A queued in-app delivery that fell due (scheduled or paced sends): the worker's path."""
+        composed = await self.compose_in_app(
+            uow.session, recipient, kind=kind, category=category, context=context
         )
-        data = {k: str(v) for k, v in context.items() if not str(k).startswith("_")}
-        item = await store.insert_notification(
-            uow.session,
-            tenant_id=recipient.tenant_id,
-            user_id=recipient.user_id,
-            delivery_id=delivery_id,
-            kind=kind,
-            category=category,
-            title=composed.subject,
-            body=composed.body,
-            data=data,
-            now=now,
-        )
+        await self.store_in_app(
+            uow, delivery_id, recipient, kind=kind, category=category, context=context,
+            composed=composed,
+        )  # fmt: skip
         await store.record_outcome(
             uow.session,
             delivery_id,
             Status.SENT,
-            now,
+            self.clock(),
             template_version=composed.version,
             attempts_at_least=max(attempts, 1),
         )
-        if item is not None:
-            hub = self.hub
-            uow.after_commit(lambda: hub.publish_soon(item))
 
     # --- sends by people ----------------------------------------------------------------------
 
@@ -404,6 +449,7 @@ class Notifications:
                 [FieldViolation("channel", f"{kind} is not sent on {channel.name.lower()}")]
             )
         _validate_template(TemplateText(subject, body), spec.sample)
+        uow.after_commit(lambda: self.composer.forget(tenant_id))
         return await store.add_template_version(
             uow.session,
             tenant_id,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,15 @@ async def build_wiring(
     )
     relay = OutboxRelay(db, nats_url)
 
+    def after_link(consumer: EventConsumer) -> Callable[[], Awaitable[None]]:
+        # Consumers bind to streams the link provisions: start them once it has.
+        async def run() -> None:
+            while not await link.ready():  # noqa: ASYNC110 (NatsLink exposes no event)
+                await asyncio.sleep(0.05)
+            await consumer.run()
+
+        return run
+
     async def migrations_ready() -> bool:
         return await migrations_applied(database_url, MIGRATIONS)
 
@@ -125,7 +135,13 @@ async def build_wiring(
         register=lambda server: register_all(server, notifications, hub, config.keepalive_seconds),
         service_names=SERVICE_NAMES,
         readiness=[db.ping, migrations_ready, link.ready, hub.ready],
-        background=[link.maintain, hub.run, relay.run, worker.run, *(c.run for c in consumers)],
+        background=[
+            link.maintain,
+            hub.run,
+            relay.run,
+            worker.run,
+            *(after_link(c) for c in consumers),
+        ],
         on_stop=[close],
         http_prefix_routes={PREFIX: unsubscribe_route(notifications)},
     )

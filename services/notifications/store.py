@@ -104,6 +104,9 @@ class NewDelivery:
     due_at: dt.datetime
     context: Mapping[str, Any] = field(default_factory=dict)
     error: str = ""
+    # In-app deliveries are composed before they are stored, so they are inserted as sent.
+    attempts: int = 0
+    template_version: int = 0
 
 
 # --- recipients -------------------------------------------------------------------------------
@@ -312,38 +315,53 @@ async def batch_members(
 async def insert_deliveries(
     s: AsyncSession, items: Sequence[NewDelivery], now: dt.datetime
 ) -> dict[tuple[str, Channel], str]:
-    """Inserts each delivery unless its (tenant, source, user, channel) exists; returns the ids
-    of the new ones by (user, channel). A redelivered event therefore creates nothing."""
-    created: dict[tuple[str, Channel], str] = {}
-    for item in items:
-        delivery_id = str(uuid.uuid4())
-        got = await s.scalar(
-            text(
-                "INSERT INTO deliveries (delivery_id, tenant_id, user_id, kind, category, "
-                "channel, source, status, error, address, context, due_at, created_at, "
-                "updated_at) VALUES (:id, :t, :u, :k, :cat, :ch, :src, :st, :err, :addr, "
-                "CAST(:ctx AS jsonb), :due, :now, :now) "
-                "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING RETURNING delivery_id"
-            ),
-            {
-                "id": delivery_id,
-                "t": item.tenant_id,
-                "u": item.user_id,
-                "k": item.kind,
-                "cat": int(item.category),
-                "ch": int(item.channel),
-                "src": item.source,
-                "st": int(item.status),
-                "err": item.error,
-                "addr": item.address,
-                "ctx": json.dumps(dict(item.context)),
-                "due": item.due_at,
-                "now": now,
-            },
-        )
-        if got is not None:
-            created[(item.user_id, item.channel)] = delivery_id
-    return created
+    """Inserts the deliveries of one notification (one source, kind and context) in one
+    statement, skipping any whose (tenant, source, user, channel) exists; returns the ids of the
+    new ones by (user, channel). A redelivered event therefore creates nothing."""
+    if not items:
+        return {}
+    first = items[0]
+    if any(
+        (i.tenant_id, i.source, i.kind, i.context) != (first.tenant_id, first.source, first.kind,
+                                                       first.context)
+        for i in items
+    ):  # fmt: skip
+        raise ValueError("insert_deliveries takes the deliveries of one notification")
+    ids = [str(uuid.uuid4()) for _ in items]
+    rows = await s.execute(
+        text(
+            "INSERT INTO deliveries (delivery_id, tenant_id, user_id, kind, category, channel, "
+            "source, status, error, address, context, due_at, created_at, updated_at, attempts, "
+            "template_version, sent_at) "
+            "SELECT r.id, :t, r.user_id, :k, :cat, r.ch, :src, r.st, r.err, r.addr, "
+            "CAST(:ctx AS jsonb), r.due, :now, :now, r.att, r.tv, "
+            "CASE WHEN r.st = 2 THEN CAST(:now AS timestamptz) END "
+            "FROM unnest(CAST(:ids AS uuid[]), CAST(:users AS text[]), CAST(:chs AS smallint[]), "
+            "CAST(:sts AS smallint[]), CAST(:errs AS text[]), CAST(:addrs AS text[]), "
+            "CAST(:dues AS timestamptz[]), CAST(:atts AS integer[]), CAST(:tvs AS integer[])) "
+            "AS r(id, user_id, ch, st, err, addr, due, att, tv) "
+            "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING "
+            "RETURNING delivery_id, user_id, channel"
+        ),
+        {
+            "t": first.tenant_id,
+            "k": first.kind,
+            "cat": int(first.category),
+            "src": first.source,
+            "ctx": json.dumps(dict(first.context)),
+            "now": now,
+            "ids": ids,
+            "users": [i.user_id for i in items],
+            "chs": [int(i.channel) for i in items],
+            "sts": [int(i.status) for i in items],
+            "errs": [i.error for i in items],
+            "addrs": [i.address for i in items],
+            "dues": [i.due_at for i in items],
+            "atts": [i.attempts for i in items],
+            "tvs": [i.template_version for i in items],
+        },
+    )
+    return {(row.user_id, Channel(row.channel)): str(row.delivery_id) for row in rows}
 
 
 def _delivery(row: Any) -> DeliveryRow:
@@ -371,14 +389,15 @@ async def claim_due(
     s: AsyncSession, now: dt.datetime, lease: dt.timedelta, limit: int
 ) -> list[DeliveryRow]:
     """Claims due deliveries for this worker: SKIP LOCKED lets workers in several processes
-    share the queue without waiting on each other; pushing `due_at` out by the lease hides a
-    claimed row from other workers after this transaction commits, and brings it back if this
-    worker dies before recording the outcome."""
+    share the queue without waiting on each other; the lease (`leased_until`) hides a claimed row
+    from other workers after this transaction commits, and brings it back if this worker dies
+    before recording the outcome. `due_at` keeps saying when the delivery was due."""
     rows = await s.execute(
         text(
-            "UPDATE deliveries d SET due_at = :lease_end, attempts = d.attempts + 1, "
+            "UPDATE deliveries d SET leased_until = :lease_end, attempts = d.attempts + 1, "
             "updated_at = :now FROM (SELECT delivery_id FROM deliveries "
-            "WHERE status = 1 AND due_at <= :now ORDER BY due_at LIMIT :lim "
+            "WHERE status = 1 AND due_at <= :now "
+            "AND (leased_until IS NULL OR leased_until <= :now) ORDER BY due_at LIMIT :lim "
             "FOR UPDATE SKIP LOCKED) due WHERE d.delivery_id = due.delivery_id RETURNING d.*"
         ),
         {"now": now, "lease_end": now + lease, "lim": limit},
@@ -399,9 +418,11 @@ async def record_outcome(
 ) -> None:
     await s.execute(
         text(
-            "UPDATE deliveries SET status = :st, error = :err, updated_at = :now, "
-            "attempts = GREATEST(attempts, :min_attempts), "
-            "sent_at = CASE WHEN :st = 2 THEN CAST(:now AS timestamptz) ELSE sent_at END, "
+            "UPDATE deliveries SET status = CAST(:st AS smallint), error = :err, "
+            "updated_at = CAST(:now AS timestamptz), leased_until = NULL, "
+            "attempts = GREATEST(attempts, CAST(:min_attempts AS integer)), "
+            "sent_at = CASE WHEN CAST(:st AS smallint) = 2 THEN CAST(:now AS timestamptz) "
+            "ELSE sent_at END, "
             "due_at = COALESCE(CAST(:due AS timestamptz), due_at), "
             "template_version = COALESCE(CAST(:tv AS integer), template_version) "
             "WHERE delivery_id = :id"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
+from jinja2 import Undefined
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -145,7 +146,19 @@ def built_in(kind: str, channel: Channel) -> TemplateText | None:
     return BUILT_IN.get((kind, channel))
 
 
-_env = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+class _Undefined(Undefined):
+    """Missing data renders empty (a send never fails on an absent optional field), but a
+    blocked attribute (`''.__class__`) fails loudly instead of rendering nothing."""
+
+    def __str__(self) -> str:
+        if issubclass(self._undefined_exception, SecurityError):
+            self._fail_with_undefined_error()
+        return ""
+
+
+_env = ImmutableSandboxedEnvironment(
+    autoescape=False, keep_trailing_newline=True, undefined=_Undefined
+)
 
 
 @lru_cache(maxsize=512)
