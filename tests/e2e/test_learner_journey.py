@@ -13,7 +13,10 @@ Cross-service seams asserted on the way: identity → notifications → SMTP (th
 mail), courses → assessment (batch roles of the instructor and the learner come only from
 courses' enrollment events), assessment → files over the mesh (the submitted file is checked and
 granted to the submission; the instructor downloads it through a signed link at the edge),
-identity → profiles (the learner's profile), courses → notes (a note shared with the cohort).
+identity → profiles (the learner's profile), courses → notes (a note shared with the cohort),
+courses/notes/assessment → notifications (enrollment, shared-note, new-assignment and grade
+notices in the inbox, read over gRPC-Web; the grade mail, whose unsubscribe link works at the
+edge).
 """
 
 from __future__ import annotations
@@ -458,6 +461,11 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
         assert list(progress.completed_lesson_ids) == [setup.lesson_id]
         assert progress.percent == 100 and progress.course_completed
 
+        # Notifications learned the enrollment from courses' events (in-app, via gRPC-Web).
+        await wait_for_notification(
+            edge, learner, "courses.enrolled", lambda n: setup.title in n.title
+        )
+
         # Profiles provisioned the learner's profile from identity's UserCreated.
         async def my_profile() -> str:
             reply: profiles_pb.GetMyProfileResponse = await s.profiles.GetMyProfile(
@@ -475,7 +483,7 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
         )
 
         # The instructor shares reading notes with the cohort: notes knows who is in the batch
-        # only from courses' enrollment events.
+        # from courses' enrollment events, and notifications tells the learner.
         note = (await s.notes.CreateNote(
             notes_pb.CreateNoteRequest(
                 request_id=rid(), title=f"Reading notes {suffix}", body="Read chapter 1 first."
@@ -507,6 +515,9 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
             retry_codes=(grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED),
         )
         assert shared_body == "Read chapter 1 first."
+        await wait_for_notification(
+            edge, learner, "notes.shared", lambda n: f"Reading notes {suffix}" in n.body
+        )
 
         # 4. The instructor publishes an assignment. Assessment knows they teach the batch only
         # from courses' enrollment events, so the first attempts may be refused until then.
@@ -565,6 +576,12 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
             retry_codes=(grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND),
         )
         assert seen.title == assignment_title
+        await wait_for_notification(
+            edge,
+            learner,
+            "assessment.assignment_published",
+            lambda n: assignment_title in n.title,
+        )
 
         # 6. The learner uploads a file (files service) and submits.
         uploaded = await upload(s, learner, "sources.txt", ATTACHMENT)
@@ -641,3 +658,38 @@ async def test_first_learner_journey(platform: RunningPlatform) -> None:
         )).grade  # fmt: skip
         assert grade.released and grade.score_centi == 87_50
         assert grade.max_points_centi == 100_00 and grade.feedback == "Clear and well sourced."
+
+        # ... and is notified: in the inbox (assessment → notifications) ...
+        notice = await wait_for_notification(
+            edge,
+            learner,
+            "assessment.grade_released",
+            lambda n: assignment_title in n.title,
+        )
+        assert "87.5 / 100" in notice.body, notice
+        assert notice.data.get("assignment_id") == assignment.assignment_id
+        unread = await s.inbox.GetUnreadCount(
+            notifications_pb.GetUnreadCountRequest(), metadata=bearer(learner), timeout=TIMEOUT
+        )
+        assert unread.unread_count >= 4  # enrolled, note shared, new assignment, graded
+
+        # ... and by mail.
+        graded_mail = await wait_for_mail(
+            maildir, learner_email, f"Your grade for {assignment_title}"
+        )
+        assert "87.5 / 100" in body_of(graded_mail)
+
+        # 9. The mail's one-click unsubscribe link (RFC 8058) points at the platform's public
+        # address and works there: GET shows a page, the mail client's POST unsubscribes.
+        link_header = str(graded_mail.get("List-Unsubscribe", ""))
+        assert graded_mail.get("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+        url = urlparse(link_header.strip().strip("<>"))
+        assert url.netloc == edge, link_header
+        target = f"{url.path}?{url.query}"
+        page_status, page = await asyncio.to_thread(http_get, edge, target)
+        assert page_status == 200 and b"<form" in page
+        done_status, done = await asyncio.to_thread(
+            http_post, edge, target, b"List-Unsubscribe=One-Click"
+        )
+        assert done_status == 200, done
+        assert b"no longer get" in done
