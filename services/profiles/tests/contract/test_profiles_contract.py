@@ -5,6 +5,7 @@ request-id retries."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -487,3 +488,25 @@ async def test_update_retry_returns_the_first_response_and_emits_once(h: Profile
     other = await h.add_member("replayer", tenant, "Replayer")
     theirs = await h.profiles.UpdateMyProfile(request, metadata=other.metadata)
     assert theirs.profile.user_id == other.user_id and theirs.profile.bio == "first"
+
+
+async def test_concurrent_follows_of_one_pair_make_one_edge_and_one_event(
+    h: ProfilesHarness,
+) -> None:
+    tenant = str(uuid.uuid4())
+    idol = await h.add_member("idol", tenant, "Idol")
+    eager = await h.add_member("eager", tenant, "Eager")
+    replies = await asyncio.gather(
+        *(
+            h.follows.Follow(
+                pb.FollowRequest(request_id=rid(), user_id=idol.user_id), metadata=eager.metadata
+            )
+            for _ in range(10)
+        )
+    )
+    assert sum(r.created for r in replies) == 1
+    assert (await h.outbox_types(tenant)).count("UserFollowed") == 1
+    followers = await h.follows.ListFollowers(
+        pb.ListFollowersRequest(user_id=idol.user_id), metadata=eager.metadata
+    )
+    assert [p.user_id for p in followers.profiles] == [eager.user_id]
