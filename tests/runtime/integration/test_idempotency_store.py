@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 from suuupra.testing.v1.echo_service_pb2 import CreateNoteRequest, CreateNoteResponse
 
+from suuupra_runtime.auth import Caller, reset_current_caller, set_current_caller
 from suuupra_runtime.db import Database, UnitOfWork, migrate
 from suuupra_runtime.errors import InvalidArgument
 from suuupra_runtime.idempotency import run_idempotent
@@ -109,4 +110,21 @@ async def test_request_ids_are_scoped_per_tenant(db: Database) -> None:
     a = await _call(db, request, tenant="t1")
     b = await _call(db, request, tenant="t2")
     assert a.note_id != b.note_id
+    assert await _notes(db) == 2
+
+
+async def test_request_ids_are_scoped_per_caller(db: Database) -> None:
+    # A request id is not a secret: another user of the same tenant replaying it gets their own
+    # effect, never the first caller's stored response.
+    request = CreateNoteRequest(request_id=str(uuid.uuid4()), title="x")
+    responses = []
+    for subject in ("alice", "bob", "alice"):
+        token = set_current_caller(Caller(subject=subject, tenant_id="t1"))
+        try:
+            responses.append(await _call(db, request, tenant="t1"))
+        finally:
+            reset_current_caller(token)
+    alice, bob, alice_again = responses
+    assert alice == alice_again
+    assert bob.note_id != alice.note_id
     assert await _notes(db) == 2
