@@ -102,6 +102,8 @@ __all__ = [
     "normalize_url",
     "open_service_database",
     "outbox_table",
+    "prepare_service_database",
+    "service_database_name",
     "service_database_url",
     "tenant_scoped",
 ]
@@ -497,6 +499,20 @@ async def migrations_applied(database: str | Database, migrations_dir: Path | No
     finally:
         if owned:
             await engine.dispose()
+
+
+def service_database_name(service: str) -> str:
+    """`service` unless SUUUPRA_<SERVICE>_DATABASE_NAME names another database (tests, two
+    copies side by side)."""
+    return os.environ.get(f"SUUUPRA_{service.upper()}_DATABASE_NAME", service)
+
+
+async def prepare_service_database(server_url: str, service: str, migrations_dir: Path) -> str:
+    """Create the service's database if absent, apply the runtime's and the service's
+    migrations, and return its URL (what every service does before it connects)."""
+    url = await ensure_database(server_url, service_database_name(service))
+    await migrate(url, migrations_dir)
+    return url
 
 
 async def open_service_database(

@@ -14,7 +14,7 @@ from services.assessment.files import FileStore, UnavailableFileStore
 from services.assessment.files_client import MeshFileStore
 from services.assessment.handlers import Assessment
 from suuupra_runtime.clients import close_channels
-from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
+from suuupra_runtime.db import Database, migrations_applied, prepare_service_database
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.server import ServiceDefinition
 
@@ -39,16 +39,9 @@ class Wiring:
     enrollments: EventConsumer
 
 
-def database_name() -> str:
-    """`assessment` unless SUUUPRA_ASSESSMENT_DATABASE_NAME says otherwise."""
-    return os.environ.get("SUUUPRA_ASSESSMENT_DATABASE_NAME", SERVICE)
-
-
 async def prepare_database(server_url: str) -> str:
     """Create the service database if absent and apply migrations (runtime tables + ours)."""
-    url = await ensure_database(server_url, database_name())
-    await migrate(url, MIGRATIONS)
-    return url
+    return await prepare_service_database(server_url, SERVICE, MIGRATIONS)
 
 
 async def build_wiring(

@@ -9,7 +9,7 @@ from pathlib import Path
 from services.courses.api import SERVICE_NAMES, register_all
 from services.courses.events import IDENTITY_STREAM, emit, identity_consumer
 from services.courses.handlers import Courses
-from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
+from suuupra_runtime.db import Database, migrations_applied, prepare_service_database
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.read_pool import ReadPool
 from suuupra_runtime.server import ServiceDefinition
@@ -31,16 +31,9 @@ class Wiring:
     consumer: EventConsumer
 
 
-def database_name() -> str:
-    """`courses` unless SUUUPRA_COURSES_DATABASE_NAME says otherwise (tests, side-by-side)."""
-    return os.environ.get("SUUUPRA_COURSES_DATABASE_NAME", SERVICE)
-
-
 async def prepare_database(server_url: str) -> str:
     """Create the service database if absent and apply migrations (runtime tables + ours)."""
-    url = await ensure_database(server_url, database_name())
-    await migrate(url, MIGRATIONS)
-    return url
+    return await prepare_service_database(server_url, SERVICE, MIGRATIONS)
 
 
 async def build_wiring(database_url: str, nats_url: str) -> Wiring:

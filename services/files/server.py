@@ -14,7 +14,7 @@ from services.files.http_links import download_route
 from services.files.scanning import Scanner
 from services.files.staging import Staging
 from services.files.storage import LocalDiskStore, ObjectStore, S3Store
-from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
+from suuupra_runtime.db import Database, migrations_applied, prepare_service_database
 from suuupra_runtime.events import NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.server import ServiceDefinition
 
@@ -34,14 +34,9 @@ class Wiring:
     config: FilesConfig
 
 
-def database_name() -> str:
-    return os.environ.get("SUUUPRA_FILES_DATABASE_NAME", SERVICE)
-
-
 async def prepare_database(server_url: str) -> str:
-    url = await ensure_database(server_url, database_name())
-    await migrate(url, MIGRATIONS)
-    return url
+    """Create the service database if absent and apply migrations (runtime tables + ours)."""
+    return await prepare_service_database(server_url, SERVICE, MIGRATIONS)
 
 
 def object_store(config: FilesConfig) -> ObjectStore:

@@ -16,7 +16,7 @@ from services.identity.handlers import Identity
 from services.identity.keyring import KeyRing
 from services.identity.keys import Sealer
 from suuupra_runtime.auth import JwtVerifier
-from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
+from suuupra_runtime.db import Database, migrations_applied, prepare_service_database
 from suuupra_runtime.events import NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.server import ServiceDefinition
 
@@ -35,16 +35,9 @@ class Wiring:
     database_url: str
 
 
-def database_name() -> str:
-    """`identity` unless SUUUPRA_IDENTITY_DATABASE_NAME says otherwise (tests, side-by-side)."""
-    return os.environ.get("SUUUPRA_IDENTITY_DATABASE_NAME", SERVICE)
-
-
 async def prepare_database(server_url: str) -> str:
     """Create the service database if absent and apply migrations (runtime tables + ours)."""
-    url = await ensure_database(server_url, database_name())
-    await migrate(url, MIGRATIONS)
-    return url
+    return await prepare_service_database(server_url, SERVICE, MIGRATIONS)
 
 
 async def build_wiring(

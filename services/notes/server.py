@@ -11,7 +11,7 @@ from services.notes import events
 from services.notes.api import SERVICE_NAMES, register_all
 from services.notes.feed import ChangeFeed
 from services.notes.handlers import Notes
-from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
+from suuupra_runtime.db import Database, migrations_applied, prepare_service_database
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.read_pool import ReadPool
 from suuupra_runtime.server import ServiceDefinition
@@ -34,16 +34,9 @@ class Wiring:
     relay: OutboxRelay
 
 
-def database_name() -> str:
-    """`notes` unless SUUUPRA_NOTES_DATABASE_NAME says otherwise (tests, side-by-side)."""
-    return os.environ.get("SUUUPRA_NOTES_DATABASE_NAME", SERVICE)
-
-
 async def prepare_database(server_url: str) -> str:
     """Create the service database if absent and apply migrations (runtime tables + ours)."""
-    url = await ensure_database(server_url, database_name())
-    await migrate(url, MIGRATIONS)
-    return url
+    return await prepare_service_database(server_url, SERVICE, MIGRATIONS)
 
 
 async def build_wiring(

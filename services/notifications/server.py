@@ -27,7 +27,7 @@ from services.notifications.providers.sms import TwilioSms
 from services.notifications.sealing import TokenOpener
 from services.notifications.unsubscribe import PREFIX, unsubscribe_route
 from services.notifications.worker import DeliveryWorker
-from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
+from suuupra_runtime.db import Database, migrations_applied, prepare_service_database
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.server import ServiceDefinition
 
@@ -49,14 +49,9 @@ class Wiring:
     providers: Mapping[Channel, Provider] = field(default_factory=dict)
 
 
-def database_name() -> str:
-    return os.environ.get("SUUUPRA_NOTIFICATIONS_DATABASE_NAME", SERVICE)
-
-
 async def prepare_database(server_url: str) -> str:
-    url = await ensure_database(server_url, database_name())
-    await migrate(url, MIGRATIONS)
-    return url
+    """Create the service database if absent and apply migrations (runtime tables + ours)."""
+    return await prepare_service_database(server_url, SERVICE, MIGRATIONS)
 
 
 def default_providers(config: NotificationsConfig) -> dict[Channel, Provider]:

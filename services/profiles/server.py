@@ -11,7 +11,7 @@ from services.profiles import store
 from services.profiles.api import SERVICE_NAMES, register_all
 from services.profiles.events import IDENTITY_STREAM, identity_consumer
 from services.profiles.handlers import Profiles
-from suuupra_runtime.db import Database, ensure_database, migrate, migrations_applied
+from suuupra_runtime.db import Database, migrations_applied, prepare_service_database
 from suuupra_runtime.events import EventConsumer, NatsLink, OutboxRelay, StreamSpec
 from suuupra_runtime.read_pool import ReadPool
 from suuupra_runtime.server import ServiceDefinition
@@ -75,6 +75,5 @@ async def build() -> ServiceDefinition:
     if not server_url:
         raise SystemExit("DATABASE_URL (a PostgreSQL server URL) is required")
     nats_url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-    database_url = await ensure_database(server_url, SERVICE)
-    await migrate(database_url, MIGRATIONS)
+    database_url = await prepare_service_database(server_url, SERVICE, MIGRATIONS)
     return (await build_wiring(database_url, nats_url)).definition
