@@ -33,6 +33,11 @@ CONSUMED_DOMAINS = ("identity", "courses", "assessment", "notes")
 _STUDENT = enrollment.ENROLLMENT_ROLE_STUDENT
 
 
+def _stream_sequence() -> int:
+    # Stream order of the courses event being handled: memberships keep the latest.
+    return current_envelope().stream_sequence or 0
+
+
 def _source() -> str:
     return f"event:{current_envelope().event_id}"
 
@@ -154,7 +159,7 @@ class InboundEvents:
         active = e.status == enrollment.ENROLLMENT_STATUS_ACTIVE
         waitlisted = e.status == enrollment.ENROLLMENT_STATUS_WAITLISTED
         batch = e.batch_id or e.course_id
-        await store.set_membership(
+        applied = await store.set_membership(
             uow.session,
             e.tenant_id,
             batch,
@@ -163,8 +168,9 @@ class InboundEvents:
             role=e.role,
             active=active,
             now=self._now(),
+            source_seq=_stream_sequence(),
         )
-        if not (active or waitlisted):
+        if not applied or not (active or waitlisted):
             return
         title = await store.course_title(uow.session, e.tenant_id, e.course_id)
         await self.n.notify(
@@ -182,7 +188,7 @@ class InboundEvents:
 
     async def enrollment_promoted(self, e: courses.EnrollmentPromoted, uow: UnitOfWork) -> None:
         batch = e.batch_id or e.course_id
-        await store.set_membership(
+        if not await store.set_membership(
             uow.session,
             e.tenant_id,
             batch,
@@ -191,7 +197,9 @@ class InboundEvents:
             role=e.role,
             active=True,
             now=self._now(),
-        )
+            source_seq=_stream_sequence(),
+        ):
+            return  # a later enrollment event (e.g. a drop) already set this membership
         title = await store.course_title(uow.session, e.tenant_id, e.course_id)
         await self.n.notify(
             uow,
@@ -213,6 +221,7 @@ class InboundEvents:
             role=e.role,
             active=False,
             now=self._now(),
+            source_seq=_stream_sequence(),
         )
 
     # --- assessment ---------------------------------------------------------------------------

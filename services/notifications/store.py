@@ -282,18 +282,23 @@ async def set_membership(
     role: int,
     active: bool,
     now: dt.datetime,
-) -> None:
-    await s.execute(
+    source_seq: int,
+) -> bool:
+    """Apply one enrollment event; False (nothing changed) when a later event of the same
+    stream already set this membership, so a retried older event cannot undo a newer one."""
+    result = await s.execute(
         text(
             "INSERT INTO memberships (tenant_id, batch_id, user_id, course_id, role, active, "
-            "updated_at) VALUES (:t, :b, :u, :c, :r, :a, :now) "
+            "updated_at, source_seq) VALUES (:t, :b, :u, :c, :r, :a, :now, :seq) "
             "ON CONFLICT (tenant_id, batch_id, user_id) DO UPDATE SET role = EXCLUDED.role, "
             "active = EXCLUDED.active, course_id = EXCLUDED.course_id, "
-            "updated_at = EXCLUDED.updated_at"
+            "updated_at = EXCLUDED.updated_at, source_seq = EXCLUDED.source_seq "
+            "WHERE memberships.source_seq <= EXCLUDED.source_seq"
         ),
         {"t": tenant_id, "b": batch_id, "u": user_id, "c": course_id, "r": role, "a": active,
-         "now": now},
+         "now": now, "seq": source_seq},
     )  # fmt: skip
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def batch_members(
