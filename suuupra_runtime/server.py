@@ -60,6 +60,10 @@ _log = logging.getLogger("suuupra.server")
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 _READINESS_TIMEOUT_SECONDS = 5.0
+# How long stop() waits for cancelled background tasks, and for each on_stop hook, before it
+# moves on: shutdown must end even if a task swallowed its cancellation (Python 3.11's
+# asyncio.wait_for can, when the awaited future completes at the moment it is cancelled).
+_STOP_STEP_SECONDS = 5.0
 
 
 @dataclass
@@ -263,15 +267,34 @@ class RuntimeServer:
             await self._server.stop(self.settings.grace_seconds)
         for task in self._background:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
+        await _await_cancelled([*self._tasks, *self._background])
         for hook in self.definition.on_stop:
             try:
-                await hook()
+                await asyncio.wait_for(hook(), _STOP_STEP_SECONDS)
             except Exception:
-                _log.exception("on_stop hook failed")
+                _log.exception("on_stop hook failed or timed out")
         if self._http is not None:
             await self._http.close()
         _log.info("stopped")
+
+
+async def _await_cancelled(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Wait for cancelled tasks to end, cancelling again any that swallowed the cancellation;
+    after three rounds, log what is still running and go on rather than hang the shutdown."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(3):
+        if not pending:
+            break
+        _, pending = await asyncio.wait(pending, timeout=_STOP_STEP_SECONDS)
+        for task in pending:
+            task.cancel()
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            _log.warning("background task %s ended with %r", task.get_name(), task.exception())
+    if pending:
+        _log.error(
+            "background tasks did not stop: %s", ", ".join(sorted(t.get_name() for t in pending))
+        )
 
 
 async def _run_background(job: Callable[[], Awaitable[None]]) -> None:
