@@ -50,7 +50,7 @@ from tools.platform.layout import StateLayout
 from tools.platform.options import ROOT, RunnerOptions, parse_options
 from tools.platform.ports import all_ports, busy_ports, shift_ports
 from tools.platform.processes import Supervisor, start_process
-from tools.platform.service_env import PlatformEndpoints, jwks_service, service_environment
+from tools.platform.service_env import PlatformEndpoints, service_environment
 
 READY_LINE = "Suuupra is ready"
 """Printed once everything is healthy and the demo data is loaded (tests wait for it)."""
@@ -208,7 +208,7 @@ class Platform:
         )
         edge_admin = f"127.0.0.1:{self.topology.edge.admin_port}"
         checks.append(Check("edge (Envoy ready)", edge, envoy_ready_probe(edge_admin)))
-        publisher = jwks_service(self.topology)
+        publisher = self.topology.jwks_service()
         if publisher is not None and publisher.name in self.services:
             checks.append(Check("edge (JWKS loaded)", edge, envoy_jwks_loaded_probe(edge_admin)))
         return checks

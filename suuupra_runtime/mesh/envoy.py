@@ -383,7 +383,7 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
     edge = topology.edge
     paths = WorkloadPaths(cert_dir, EDGE)
     routed = list(topology.edge_services())
-    jwks_service = _jwks_service(topology)
+    jwks_service = topology.jwks_service()
     cluster_services = {s.name: s for s in routed}
     if jwks_service is not None:
         cluster_services.setdefault(jwks_service.name, jwks_service)
@@ -482,10 +482,6 @@ def render_edge(topology: Topology, addressing: Addressing, cert_dir: str) -> di
         },
         "overload_manager": _overload_manager(),
     }
-
-
-def _jwks_service(topology: Topology) -> ServiceSpec | None:
-    return topology.jwks_service()
 
 
 def _edge_filters(topology: Topology, jwks_service: ServiceSpec | None) -> list[dict[str, Any]]:

@@ -24,17 +24,9 @@ class PlatformEndpoints:
     """host:port of the SMTP server services send mail to (the dev platform's sink)."""
 
 
-def jwks_service(topology: Topology) -> ServiceSpec | None:
-    """The service publishing the JWKS (identity): its `http_paths` cover the JWKS path."""
-    for spec in topology.services.values():
-        if any(JWKS_PATH.startswith(p) for p in spec.http_paths):
-            return spec
-    return None
-
-
 def jwks_url(topology: Topology) -> str | None:
     """Identity's JWKS on its app HTTP port: loopback, so services need no mTLS to fetch it."""
-    spec = jwks_service(topology)
+    spec = topology.jwks_service()
     return None if spec is None else f"http://{LOOPBACK}:{spec.http_port}{JWKS_PATH}"
 
 
