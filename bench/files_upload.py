@@ -9,7 +9,10 @@ a receiver that reads and discards it, measured in the same run.
 The files service (with its real PostgreSQL and NATS, embedded) and the socket receiver run in
 one child process pinned to one core; the client (gRPC stub / raw socket sender) runs in this
 process pinned to the other. Rounds alternate baseline and upload; each upload sends different
-bytes (content-addressed storage would otherwise skip the write). Median ratio, JSON results:
+bytes (content-addressed storage would otherwise skip the write). Two references run in the same
+rounds to show where the gap is: the socket copy into a receiver that SHA-256s the bytes as they
+arrive (the least any verified upload must do on that core), and a bare grpc.aio client stream
+that discards them (the transport's own cost). Median ratios, JSON results:
 
     PYTHONPATH=.:gen .venv/bin/python -m bench.files_upload --rounds 5 --mib 100 --chunk-mib 0.0625
 """
@@ -42,17 +45,31 @@ MiB = 1024 * 1024
 # --- server side (child process) -----------------------------------------------------------
 
 
-async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Baseline receiver: read an 8-byte length, then that many bytes (discarded), ack 1 byte."""
+async def _receive_all(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, digest: Any | None
+) -> None:
+    """Read an 8-byte length, then that many bytes (hashed if `digest`, else discarded), ack."""
     (remaining,) = struct.unpack("!Q", await reader.readexactly(8))
     while remaining > 0:
         chunk = await reader.read(min(remaining, 4 * MiB))
         if not chunk:
             break
+        if digest is not None:
+            digest.update(chunk)
         remaining -= len(chunk)
     writer.write(b"k")
     await writer.drain()
     writer.close()
+
+
+async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Baseline receiver: the bytes are read and discarded."""
+    await _receive_all(reader, writer, None)
+
+
+async def _hashing_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reference: the least any verified upload must do — SHA-256 of the bytes as they arrive."""
+    await _receive_all(reader, writer, hashlib.sha256())
 
 
 async def _serve(server_url: str, nats_url: str, data_dir: Path) -> None:
@@ -78,6 +95,7 @@ async def _serve(server_url: str, nats_url: str, data_dir: Path) -> None:
     server = RuntimeServer(definition, test_settings("files", issuer))
     await server.start()
     sink = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    hashing_sink = await asyncio.start_server(_hashing_sink, "127.0.0.1", 0)
     bare = await _bare_grpc_server()
     tenant = str(uuid.uuid4())
     token = issuer.token(str(uuid.uuid4()), tenant, perms=["files.files.upload"])
@@ -86,6 +104,7 @@ async def _serve(server_url: str, nats_url: str, data_dir: Path) -> None:
             {
                 "grpc_port": server.grpc_port,
                 "socket_port": sink.sockets[0].getsockname()[1],
+                "hashing_socket_port": hashing_sink.sockets[0].getsockname()[1],
                 "bare_port": bare.port,
                 "token": token,
             }
@@ -96,6 +115,7 @@ async def _serve(server_url: str, nats_url: str, data_dir: Path) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
     finally:
         sink.close()
+        hashing_sink.close()
         await bare.server.stop(None)
         await server.stop()
 
@@ -205,14 +225,19 @@ async def _client(info: dict[str, Any], rounds: int, size: int, chunk: int) -> l
             data = _payload(size, index)
             digest = hashlib.sha256(data).hexdigest()
             socket_seconds = await asyncio.to_thread(_socket_copy, info["socket_port"], data, chunk)
+            hashing_seconds = await asyncio.to_thread(
+                _socket_copy, info["hashing_socket_port"], data, chunk
+            )
             bare_seconds = await _bare_upload(bare_channel, data, chunk)
             upload_seconds = await _upload(stub, info["token"], data, digest, chunk)
             runs.append(
                 {
                     "socket_mib_s": round(size / MiB / socket_seconds, 1),
+                    "hashing_socket_mib_s": round(size / MiB / hashing_seconds, 1),
                     "bare_grpc_mib_s": round(size / MiB / bare_seconds, 1),
                     "upload_mib_s": round(size / MiB / upload_seconds, 1),
                     "ratio": round(socket_seconds / upload_seconds, 3),
+                    "hashing_socket_vs_socket": round(socket_seconds / hashing_seconds, 3),
                     "bare_grpc_vs_socket": round(socket_seconds / bare_seconds, 3),
                     "upload_vs_bare_grpc": round(bare_seconds / upload_seconds, 3),
                 }
@@ -278,6 +303,9 @@ def main() -> None:
         "median_upload_mib_s": statistics.median(r["upload_mib_s"] for r in runs),
         "median_bare_grpc_mib_s": statistics.median(r["bare_grpc_mib_s"] for r in runs),
         "median_ratio_upload_vs_socket": statistics.median(r["ratio"] for r in runs),
+        "median_ratio_hashing_socket_vs_socket": statistics.median(
+            r["hashing_socket_vs_socket"] for r in runs
+        ),
         "median_ratio_bare_grpc_vs_socket": statistics.median(
             r["bare_grpc_vs_socket"] for r in runs
         ),
