@@ -4,7 +4,8 @@ Publishing goes through core NATS (not JetStream: a live push that nobody hears 
 inbox table is the record), so a subscriber connected to any replica hears a notification stored
 by any other. Each process subscribes once and fans messages out to its local streams. A message
 carries the items one commit stored (a JSON list, at most `_ITEMS_PER_MESSAGE`; a lone JSON
-object is read as one item).
+object is read as one item). The committing process hands its items to its own streams at once
+and publishes them on `<SUBJECT>.<its origin id>`; it skips its own messages when they come back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -29,6 +31,8 @@ _ITEMS_PER_MESSAGE = 100
 class InboxHub:
     def __init__(self, link: NatsLink) -> None:
         self.link = link
+        self.origin = uuid.uuid4().hex
+        self._own_subject = f"{SUBJECT}.{self.origin}"
         self._subscribers: dict[tuple[str, str], set[asyncio.Queue[InboxItem]]] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._subscribed = asyncio.Event()
@@ -41,15 +45,20 @@ class InboxHub:
         # NatsLink has no "connected" event to wait on; polling a few times at start-up is fine.
         while self.link.client is None or not self.link.client.is_connected:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
-        sub = await self.link.client.subscribe(SUBJECT, cb=self._on_message)
+        client = self.link.client
+        # `SUBJECT` itself: what replicas of the previous release publish.
+        subs = [await client.subscribe(s, cb=self._on_message) for s in (f"{SUBJECT}.*", SUBJECT)]
         self._subscribed.set()
         try:
             await asyncio.Event().wait()
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def _on_message(self, msg: Any) -> None:
+        if msg.subject == self._own_subject:
+            return  # handed to this process's streams when it was committed
         try:
             decoded = json.loads(msg.data)
             items = [
@@ -72,23 +81,25 @@ class InboxHub:
             queue.put_nowait(item)
 
     def publish_soon(self, items: Sequence[InboxItem]) -> None:
-        """Called after the commit that stored `items`."""
-        task = asyncio.get_running_loop().create_task(self._publish(items))
+        """Called after the commit that stored `items`: this process's streams get them now,
+        other replicas' through NATS."""
+        self._deliver_all_locally(items)
+        client = self.link.client
+        if client is None or not client.is_connected or not self._subscribed.is_set():
+            return  # no broker: at least this replica's streams heard it
+        task = asyncio.get_running_loop().create_task(self._publish(client, items))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _publish(self, items: Sequence[InboxItem]) -> None:
-        client = self.link.client
-        if client is None or not client.is_connected or not self._subscribed.is_set():
-            self._deliver_all_locally(items)  # no broker: at least this replica's streams hear it
-            return
+    async def _publish(self, client: Any, items: Sequence[InboxItem]) -> None:
         for start in range(0, len(items), _ITEMS_PER_MESSAGE):
             chunk = items[start : start + _ITEMS_PER_MESSAGE]
             try:
-                await client.publish(SUBJECT, json.dumps([i.to_dict() for i in chunk]).encode())
+                await client.publish(
+                    self._own_subject, json.dumps([i.to_dict() for i in chunk]).encode()
+                )
             except Exception:
-                log.warning("live inbox publish failed; delivering locally", exc_info=True)
-                self._deliver_all_locally(chunk)
+                log.warning("live inbox publish failed; other replicas miss it", exc_info=True)
 
     def _deliver_all_locally(self, items: Sequence[InboxItem]) -> None:
         for item in items:
