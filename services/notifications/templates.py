@@ -8,6 +8,7 @@ sample data, is refused when it is saved, so a send never trips over a broken te
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -173,9 +174,51 @@ def check_syntax(source: str, field: str) -> None:
         raise RenderError(field, f"does not compile: {exc}") from None
 
 
+# Templates made only of text, `{{ name }}` and `{{ name or 'text' }}` (all built-ins, most
+# overrides) are rendered without Jinja: the same output (checked against Jinja in the unit
+# tests) at a fraction of the cost of a sandboxed render. Anything else goes through Jinja.
+_PLACEHOLDER = re.compile(r"\{\{ ([A-Za-z_][A-Za-z0-9_]*)(?: or '([^'\\{}]*)')? \}\}")
+_NOT_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
+_Part = tuple[str, str, str | None]  # (text before, name, fallback text)
+
+
+@lru_cache(maxsize=512)
+def _simple(source: str) -> tuple[tuple[_Part, ...], str] | None:
+    """`source` as literal parts and placeholders, or None when it needs Jinja."""
+    parts: list[_Part] = []
+    end = 0
+    for match in _PLACEHOLDER.finditer(source):
+        name = match.group(1)
+        if name in _NOT_NAMES or name in _env.globals:
+            return None
+        parts.append((source[end : match.start()], name, match.group(2)))
+        end = match.end()
+    rest = source[end:]
+    literal = "".join(p[0] for p in parts) + rest
+    if "{{" in literal or "{%" in literal or "{#" in literal or "\r" in source:
+        return None
+    return tuple(parts), rest
+
+
+def _render_simple(parts: tuple[tuple[_Part, ...], str], data: Mapping[str, object]) -> str:
+    out: list[str] = []
+    for text, name, fallback in parts[0]:
+        out.append(text)
+        value = data.get(name)
+        if fallback is not None and not value:
+            out.append(fallback)
+        elif name in data:
+            out.append(str(value))
+    out.append(parts[1])
+    return "".join(out)
+
+
 def render_text(source: str, data: Mapping[str, object], field: str) -> str:
     if not source:
         return ""
+    simple = _simple(source)
+    if simple is not None:
+        return _render_simple(simple, data)[:MAX_OUTPUT_CHARS]
     try:
         template = _compile(source)
         out: str = template.render(dict(data))  # type: ignore[attr-defined]

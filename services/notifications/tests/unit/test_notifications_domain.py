@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from services.notifications import domain
+from services.notifications import domain, templates
 from services.notifications.domain import (
     Category,
     Channel,
@@ -173,6 +173,35 @@ def test_the_sandbox_refuses_python_internals() -> None:
     assert render_text("{{ name | title }}", {"name": "asha"}, "body") == "Asha"
     assert render(TemplateText("", "{{ missing }}x"), {}) == ("", "x")
     assert locale_candidates("pt-BR") == ["pt-BR", "pt", "en"]
+
+
+def test_simple_templates_render_exactly_as_jinja_does() -> None:
+    # render_text skips Jinja for text + `{{ name }}` + `{{ name or 'text' }}`; the output must
+    # not differ from the sandboxed Jinja render, whatever the data.
+    extra = [
+        "{{ a }}{{ b or 'x' }}\n\n",
+        "no placeholders at all }} {",
+        "{{a}} {{ a }}",  # no spaces: Jinja
+        '{{ range }} {{ none }} {{ a or "q" }}',  # globals, literals, other quotes: Jinja
+        "{{ a | upper }} {% if a %}y{% endif %} {# c #}",
+        "line\r\nbreak {{ a }}",
+    ]
+    sources = [t for text in BUILT_IN.values() for t in (text.subject, text.body) if t] + extra
+    datasets: list[dict[str, object]] = [
+        {},
+        {"a": "", "b": None, "owner_name": "", "title": 0, "display_name": None},
+        {"a": "A", "b": "B", "range": "shadowed", "note_title": "N", "owner_name": "O"},
+    ]
+    datasets.append({k: f"v-{k}" for k in "abcdefghijklmnopqrstuvwxyz"})
+    for kind, spec in domain.KINDS.items():
+        datasets.append({**spec.sample, "display_name": kind, "kind": kind, "token": "t"})
+    for source in sources:
+        jinja = templates._compile(source)
+        for data in datasets:
+            expected = jinja.render(dict(data))  # type: ignore[attr-defined]
+            assert render_text(source, data, "body") == expected, (source, data)
+    assert templates._simple(BUILT_IN[("notes.shared", Channel.IN_APP)].subject) is not None
+    assert templates._simple("{{a}} {{ a }}") is None
 
 
 def test_sealed_tokens_open_only_with_the_key_and_user_they_were_sealed_for() -> None:
