@@ -238,8 +238,14 @@ async def _raw_throughput(nats_url: str, events: int) -> float:
         await nc.close()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _bench(target: str, nats_url: str, tokens: dict[str, str], rounds: int, events: int,
-                 rate: int, seconds: float) -> dict[str, Any]:  # fmt: skip
+                 rate: int, seconds: float, service_pid: int) -> dict[str, Any]:  # fmt: skip
     await wait_serving(target)
     streams = Streams(target, tokens)
     await streams.open()
@@ -252,15 +258,17 @@ async def _bench(target: str, nats_url: str, tokens: dict[str, str], rounds: int
         # Warm-up: connections, prepared statements, template cache.
         await _latency(js, streams, users, 50, 1, seq)
         seq += 50
-        latency_rounds, service, raw = [], [], []
+        latency_rounds, service, raw, cpu = [], [], [], []
         for _ in range(rounds):
             latency_rounds.append(await _latency(js, streams, users, rate, seconds, seq))
             seq += int(rate * seconds)
             raw.append(await _raw_throughput(nats_url, events))
+            before = _cpu_seconds(service_pid)
             service.append(await _service_throughput(js, streams, users, events, seq))
+            cpu.append((_cpu_seconds(service_pid) - before) / events * 1e6)
             seq += events
-            print(f"  round: {latency_rounds[-1]} raw {raw[-1]:.0f}/s service {service[-1]:.0f}/s",
-                  flush=True)  # fmt: skip
+            print(f"  round: {latency_rounds[-1]} raw {raw[-1]:.0f}/s service {service[-1]:.0f}/s"
+                  f" ({cpu[-1]:.0f} us service CPU per event)", flush=True)  # fmt: skip
     finally:
         await streams.close()
         await nc.close()
@@ -277,6 +285,9 @@ async def _bench(target: str, nats_url: str, tokens: dict[str, str], rounds: int
         "latency_target": {"p99_ms": 50, "rate_per_second": rate, "met": p99 <= 50},
         "raw_nats_events_per_second": raw,
         "service_events_per_second": service,
+        # CPU the service process spent per event in the throughput runs: unlike the rates, it
+        # hardly depends on what else the machine runs.
+        "service_cpu_us_per_event": cpu,
         "throughput_ratio_median": ratio,
         "throughput_target": {"ratio": 0.5, "met": ratio >= 0.5},
         "load_average_after": list(os.getloadavg()),
@@ -329,7 +340,7 @@ def main() -> None:
             tokens = json.loads(tokens_file.read_text())
             result = asyncio.run(
                 _bench(f"127.0.0.1:{port}", infra.nats_url, tokens, args.rounds, args.events,
-                       args.rate, args.seconds)
+                       args.rate, args.seconds, proc.pid)
             )  # fmt: skip
         finally:
             proc.send_signal(signal.SIGTERM)
