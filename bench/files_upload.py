@@ -9,7 +9,10 @@ a receiver that reads and discards it, measured in the same run.
 The files service (with its real PostgreSQL and NATS, embedded) and the socket receiver run in
 one child process pinned to one core; the client (gRPC stub / raw socket sender) runs in this
 process pinned to the other. Rounds alternate baseline and upload; each upload sends different
-bytes (content-addressed storage would otherwise skip the write). Median ratio, JSON results:
+bytes (content-addressed storage would otherwise skip the write). Two references run in the same
+rounds to show where the gap is: the socket copy into a receiver that SHA-256s the bytes as they
+arrive (the least any verified upload must do on that core), and a bare grpc.aio client stream
+that discards them (the transport's own cost). Median ratios, JSON results:
 
     PYTHONPATH=.:gen .venv/bin/python -m bench.files_upload --rounds 5 --mib 100 --chunk-mib 0.0625
 """
@@ -29,7 +32,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +45,31 @@ MiB = 1024 * 1024
 # --- server side (child process) -----------------------------------------------------------
 
 
-async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Baseline receiver: read an 8-byte length, then that many bytes (discarded), ack 1 byte."""
+async def _receive_all(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, digest: Any | None
+) -> None:
+    """Read an 8-byte length, then that many bytes (hashed if `digest`, else discarded), ack."""
     (remaining,) = struct.unpack("!Q", await reader.readexactly(8))
     while remaining > 0:
         chunk = await reader.read(min(remaining, 4 * MiB))
         if not chunk:
             break
+        if digest is not None:
+            digest.update(chunk)
         remaining -= len(chunk)
     writer.write(b"k")
     await writer.drain()
     writer.close()
+
+
+async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Baseline receiver: the bytes are read and discarded."""
+    await _receive_all(reader, writer, None)
+
+
+async def _hashing_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reference: the least any verified upload must do — SHA-256 of the bytes as they arrive."""
+    await _receive_all(reader, writer, hashlib.sha256())
 
 
 async def _serve(server_url: str, nats_url: str, data_dir: Path) -> None:
@@ -77,6 +95,8 @@ async def _serve(server_url: str, nats_url: str, data_dir: Path) -> None:
     server = RuntimeServer(definition, test_settings("files", issuer))
     await server.start()
     sink = await asyncio.start_server(_sink, "127.0.0.1", 0)
+    hashing_sink = await asyncio.start_server(_hashing_sink, "127.0.0.1", 0)
+    bare = await _bare_grpc_server()
     tenant = str(uuid.uuid4())
     token = issuer.token(str(uuid.uuid4()), tenant, perms=["files.files.upload"])
     print(
@@ -84,6 +104,8 @@ async def _serve(server_url: str, nats_url: str, data_dir: Path) -> None:
             {
                 "grpc_port": server.grpc_port,
                 "socket_port": sink.sockets[0].getsockname()[1],
+                "hashing_socket_port": hashing_sink.sockets[0].getsockname()[1],
+                "bare_port": bare.port,
                 "token": token,
             }
         ),
@@ -93,7 +115,42 @@ async def _serve(server_url: str, nats_url: str, data_dir: Path) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
     finally:
         sink.close()
+        hashing_sink.close()
+        await bare.server.stop(None)
         await server.stop()
+
+
+@dataclass
+class _Bare:
+    server: Any
+    port: int
+
+
+async def _bare_grpc_server() -> _Bare:
+    """Reference: a bare grpc.aio client-stream method that counts the chunks' bytes and discards
+    them (no protobuf, interceptors, hashing or disk) — the transport's own ceiling."""
+    import grpc
+
+    async def receive(requests: AsyncIterator[bytes], _context: Any) -> bytes:
+        total = 0
+        async for chunk in requests:
+            total += len(chunk)
+        return str(total).encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Bare", {"Upload": grpc.stream_unary_rpc_method_handler(receive)}
+    )
+    limit = 64 * MiB
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return _Bare(server, port)
 
 
 # --- client side (this process) ------------------------------------------------------------
@@ -143,12 +200,22 @@ async def _upload(stub: Any, token: str, data: bytes, digest: str, chunk: int) -
     return elapsed
 
 
+async def _bare_upload(channel: Any, data: bytes, chunk: int) -> float:
+    call = channel.stream_unary("/bench.Bare/Upload")
+    started = time.perf_counter()
+    total = await call(data[start : start + chunk] for start in range(0, len(data), chunk))
+    elapsed = time.perf_counter() - started
+    assert int(total) == len(data)
+    return elapsed
+
+
 async def _client(info: dict[str, Any], rounds: int, size: int, chunk: int) -> list[dict[str, Any]]:
     import grpc
     from suuupra.files.v1 import files_service_pb2_grpc as rpc
 
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{info['grpc_port']}")
     stub = rpc.FileServiceStub(channel)
+    bare_channel = grpc.aio.insecure_channel(f"127.0.0.1:{info['bare_port']}")
     runs = []
     try:
         # Warm-up: connection, JIT-free paths, first DB connections, directories.
@@ -158,17 +225,27 @@ async def _client(info: dict[str, Any], rounds: int, size: int, chunk: int) -> l
             data = _payload(size, index)
             digest = hashlib.sha256(data).hexdigest()
             socket_seconds = await asyncio.to_thread(_socket_copy, info["socket_port"], data, chunk)
+            hashing_seconds = await asyncio.to_thread(
+                _socket_copy, info["hashing_socket_port"], data, chunk
+            )
+            bare_seconds = await _bare_upload(bare_channel, data, chunk)
             upload_seconds = await _upload(stub, info["token"], data, digest, chunk)
             runs.append(
                 {
                     "socket_mib_s": round(size / MiB / socket_seconds, 1),
+                    "hashing_socket_mib_s": round(size / MiB / hashing_seconds, 1),
+                    "bare_grpc_mib_s": round(size / MiB / bare_seconds, 1),
                     "upload_mib_s": round(size / MiB / upload_seconds, 1),
                     "ratio": round(socket_seconds / upload_seconds, 3),
+                    "hashing_socket_vs_socket": round(socket_seconds / hashing_seconds, 3),
+                    "bare_grpc_vs_socket": round(socket_seconds / bare_seconds, 3),
+                    "upload_vs_bare_grpc": round(bare_seconds / upload_seconds, 3),
                 }
             )
             print(json.dumps(runs[-1]), flush=True)
     finally:
         await channel.close()
+        await bare_channel.close()
     return runs
 
 
@@ -224,7 +301,17 @@ def main() -> None:
         "rounds": runs,
         "median_socket_mib_s": statistics.median(r["socket_mib_s"] for r in runs),
         "median_upload_mib_s": statistics.median(r["upload_mib_s"] for r in runs),
+        "median_bare_grpc_mib_s": statistics.median(r["bare_grpc_mib_s"] for r in runs),
         "median_ratio_upload_vs_socket": statistics.median(r["ratio"] for r in runs),
+        "median_ratio_hashing_socket_vs_socket": statistics.median(
+            r["hashing_socket_vs_socket"] for r in runs
+        ),
+        "median_ratio_bare_grpc_vs_socket": statistics.median(
+            r["bare_grpc_vs_socket"] for r in runs
+        ),
+        "median_ratio_upload_vs_bare_grpc": statistics.median(
+            r["upload_vs_bare_grpc"] for r in runs
+        ),
         "target_ratio": 0.5,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

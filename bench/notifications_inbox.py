@@ -80,7 +80,7 @@ async def _serve(port: int, tokens_file: Path, users: int) -> None:
             http_addr="127.0.0.1:0",
             drain_delay_seconds=0,
             grace_seconds=1,
-            readiness_interval_seconds=0.1,
+            readiness_interval_seconds=2.0,  # the production default
             jwt_issuer=issuer.issuer,
             jwt_audience=issuer.audience,
             log_level="WARNING",

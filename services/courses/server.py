@@ -47,7 +47,7 @@ async def build_wiring(database_url: str, nats_url: str) -> Wiring:
     consumer = identity_consumer(db, nats_url, courses)
 
     async def migrations_ready() -> bool:
-        return await migrations_applied(database_url, MIGRATIONS)
+        return await migrations_applied(db, MIGRATIONS)
 
     async def close() -> None:
         await relay.close()

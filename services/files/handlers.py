@@ -127,6 +127,31 @@ class DeletedEvent:
 EventSink = Callable[[UnitOfWork, StoredEvent | DeletedEvent], None]
 
 
+class _Checkpoints:
+    """Saves the committed offset every `every` bytes without pausing the stream: the save runs
+    beside it, one at a time (a save still running when the next is due absorbs that one)."""
+
+    def __init__(self, save: Callable[[], Awaitable[None]], every: int, start: int) -> None:
+        self._save = save
+        self._every = every
+        self._last = start
+        self._running: asyncio.Task[None] | None = None
+
+    def passed(self, offset: int) -> None:
+        if offset - self._last < self._every:
+            return
+        if self._running is not None and not self._running.done():
+            return
+        self._last = offset
+        self._running = asyncio.ensure_future(self._save())
+
+    async def settle(self) -> None:
+        """Wait for the save in progress (even if cancelled meanwhile): saves stay in order."""
+        if self._running is not None:
+            await finish_despite_cancellation(self._running)
+            self._running = None
+
+
 @dataclass(frozen=True)
 class _Upload:
     """One upload call's facts, passed through the steps of receiving it."""
@@ -260,7 +285,7 @@ class Files:
         try:
             return await self._receive(up, staged, chunks)
         finally:
-            staged.close()
+            await staged.close()
 
     async def _start_upload(self, uow: UnitOfWork, up: _Upload) -> int:
         """Checks for a new upload, then its session row (committed with offset 0)."""
@@ -322,7 +347,9 @@ class Files:
         content_type = ""
         if type_checked:
             content_type = domain.detect_content_type(await staged.read_head(sniff))
-        checkpointed = staged.size
+        checkpoints = _Checkpoints(
+            lambda: self._checkpoint_batched(up, staged), self.config.checkpoint_bytes, staged.size
+        )
         try:
             async for chunk in chunks:
                 if staged.size + len(chunk) > meta.size_bytes:
@@ -341,19 +368,21 @@ class Files:
                     content_type = domain.detect_content_type(await staged.read_head(sniff))
                     domain.check_content_type(meta.purpose, content_type)
                     type_checked = True
-                if staged.size - checkpointed >= self.config.checkpoint_bytes:
-                    await self._checkpoint(up, staged)
-                    checkpointed = staged.size
+                checkpoints.passed(staged.batched)
         except asyncio.CancelledError:
             # The client went away: keep what arrived so the upload can resume from here.
+            await checkpoints.settle()
             await self._checkpoint(up, staged)
             raise
         except (InvalidArgument, ResourceExhausted, FailedPrecondition):
+            await checkpoints.settle()
             await self._discard(up)
             raise
         except Exception:
+            await checkpoints.settle()
             await self._checkpoint(up, staged)
             raise
+        await checkpoints.settle()
         if staged.size < meta.size_bytes:
             # The stream ended early (half-closed): durable up to here, resumable.
             await self._checkpoint(up, staged)
@@ -367,6 +396,15 @@ class Files:
         except (InvalidArgument, ResourceExhausted, FailedPrecondition, PermissionDenied, NotFound):
             await self._discard(up)
             raise
+
+    async def _checkpoint_batched(self, up: _Upload, staged: StagedUpload) -> None:
+        """A checkpoint taken while the stream goes on: durable up to what was handed over."""
+        try:
+            covered = await staged.sync_batched()
+            async with self.db.unit_of_work(tenant_id=up.tenant_id) as uow:
+                await store.set_committed(uow.session, up.tenant_id, up.upload_id, covered, _now())
+        except Exception:
+            log.exception("could not checkpoint upload %s", up.upload_id)
 
     async def _checkpoint(self, up: _Upload, staged: StagedUpload) -> None:
         await finish_despite_cancellation(self._checkpoint_now(up, staged))
@@ -414,7 +452,7 @@ class Files:
             thumbnail_key=object_key(up.tenant_id, digest, thumbnail=True) if thumbnail else None,
             thumbnail_size=len(thumbnail) if thumbnail else None,
         )
-        staged.close()
+        await staged.close()
         # Stored before any row names it: invisible until the transaction below commits.
         await self.objects.put_file(stored.key, staged.path)
         if thumbnail is not None and stored.thumbnail_key is not None:

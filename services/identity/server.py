@@ -54,7 +54,7 @@ async def build_wiring(
     link = NatsLink(nats_url, name=SERVICE, streams=[STREAM])
 
     async def migrations_ready() -> bool:
-        return await migrations_applied(database_url, MIGRATIONS)
+        return await migrations_applied(db, MIGRATIONS)
 
     async def keys_ready() -> bool:
         return bool(json.loads(keys.jwks_json)["keys"])

@@ -193,7 +193,12 @@ class InboxServicer(_Base, rpc.InboxServiceServicer):
             yield pb.SubscribeInboxResponse(unread_count=unread)
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), self.keepalive_seconds)
+                    # wait_for costs a task per call: skip it when an item is already queued.
+                    item = (
+                        queue.get_nowait()
+                        if not queue.empty()
+                        else (await asyncio.wait_for(queue.get(), self.keepalive_seconds))
+                    )
                 except TimeoutError:
                     # Keep-alive: proxies close streams idle for longer than their timeout.
                     unread = await self.n.unread_count(tenant_id, user_id)

@@ -1,8 +1,10 @@
 """Inbound events → notifications, and our delivery outcomes → `notifications_events.proto`.
 
 One durable consumer per producing domain. Every handler runs inside the consumer's unit of work
-(inbox row + deliveries in one transaction). Source keys are `event:<event id>`, so each event
-yields at most one delivery per user and channel, however often it is redelivered.
+(inbox rows + deliveries in one transaction per fetched batch); NoteShared, which arrives in
+bursts, has a batch handler that does a whole batch's work in a handful of statements. Source
+keys are `event:<event id>`, so each event yields at most one delivery per user and channel,
+however often it is redelivered.
 """
 
 from __future__ import annotations
@@ -23,11 +25,19 @@ from suuupra.notifications.v1 import notifications_events_pb2 as ev
 
 from services.notifications import store
 from services.notifications.domain import Status
-from services.notifications.handlers import Notifications, SealedToken
+from services.notifications.handlers import Notice, Notifications, SealedToken
 from services.notifications.store import DeliveryRow
 from services.notifications.worker import Outcomes
 from suuupra_runtime.db import Database, UnitOfWork
-from suuupra_runtime.events import EventConsumer, EventHandler, StreamSpec, current_envelope
+from suuupra_runtime.events import (
+    BatchHandler,
+    EventConsumer,
+    EventEnvelope,
+    EventHandler,
+    Received,
+    StreamSpec,
+    current_envelope,
+)
 
 CONSUMED_DOMAINS = ("identity", "courses", "assessment", "notes")
 _STUDENT = enrollment.ENROLLMENT_ROLE_STUDENT
@@ -38,8 +48,8 @@ def _stream_sequence() -> int:
     return current_envelope().stream_sequence or 0
 
 
-def _source() -> str:
-    return f"event:{current_envelope().event_id}"
+def _source(envelope: EventEnvelope | None = None) -> str:
+    return f"event:{(envelope or current_envelope()).event_id}"
 
 
 def _when(ts: Timestamp) -> str:
@@ -268,23 +278,36 @@ class InboundEvents:
 
     # --- notes --------------------------------------------------------------------------------
 
-    async def note_shared(self, e: notes.NoteShared, uow: UnitOfWork) -> None:
-        recipients = list(e.recipient_ids)
-        if e.batch_id:
-            recipients += await store.batch_members(uow.session, e.tenant_id, e.batch_id)
-        owner = (await store.recipients(uow.session, e.tenant_id, [e.owner_id]))[e.owner_id]
-        await self.n.notify(
-            uow,
-            tenant_id=e.tenant_id,
-            user_ids=[u for u in dict.fromkeys(recipients) if u != e.owner_id],
-            kind="notes.shared",
-            source=_source(),
-            data={
-                "note_title": e.title,
-                "note_id": e.note_id,
-                "owner_name": owner.display_name,
-            },
+    async def notes_shared(self, items: Sequence[Received], uow: UnitOfWork) -> None:
+        """A batch of NoteShared events: owners, recipients and preferences in one query, the
+        deliveries and inbox rows of all of them in one statement each."""
+        s = uow.session
+        shared: list[tuple[EventEnvelope, notes.NoteShared, list[str]]] = []
+        for item in items:
+            e: notes.NoteShared = item.event
+            recipients = list(e.recipient_ids)
+            if e.batch_id:
+                recipients += await store.batch_members(s, e.tenant_id, e.batch_id)
+            recipients = [u for u in dict.fromkeys(recipients) if u != e.owner_id]
+            shared.append((item.envelope, e, recipients))
+        people = await store.recipients_and_preferences(
+            s, [(e.tenant_id, u) for _, e, users in shared for u in [e.owner_id, *users]]
         )
+        notices = [
+            Notice(
+                tenant_id=e.tenant_id,
+                user_ids=users,
+                kind="notes.shared",
+                source=_source(envelope),
+                data={
+                    "note_title": e.title,
+                    "note_id": e.note_id,
+                    "owner_name": people[(e.tenant_id, e.owner_id)][0].display_name,
+                },
+            )
+            for envelope, e, users in shared
+        ]
+        await self.n.notify_many(uow, notices, known=people)
 
     def handlers(self) -> Mapping[str, Mapping[type[Message], EventHandler]]:
         """Handlers by consumed domain (one durable consumer each)."""
@@ -310,8 +333,12 @@ class InboundEvents:
                 assessment.AssignmentDueSoon: self.due_soon,
                 assessment.GradeReleased: self.grade_released,
             },
-            "notes": {notes.NoteShared: self.note_shared},
+            "notes": {},
         }
+
+    def batch_handlers(self) -> Mapping[str, Mapping[type[Message], BatchHandler]]:
+        """Batch handlers by consumed domain: events that arrive in bursts."""
+        return {"notes": {notes.NoteShared: self.notes_shared}}
 
 
 def consumed_streams() -> list[StreamSpec]:
@@ -326,7 +353,9 @@ def build_consumers(
     durable_prefix: str = "notifications",
     backoff: Sequence[float] = (1.0, 5.0, 30.0, 120.0),
     fetch_timeout: float = 1.0,
+    batch_size: int = 64,
 ) -> list[EventConsumer]:
+    batched = inbound.batch_handlers()
     return [
         EventConsumer(
             db,
@@ -334,12 +363,12 @@ def build_consumers(
             durable=f"{durable_prefix}-{domain}",
             stream=StreamSpec.for_domain(domain).name,
             handlers=handlers,
+            batch_handlers=batched.get(domain, {}),
             backoff=backoff,
             fetch_timeout=fetch_timeout,
-            # nats-py's fetch(n > 1) waits for n messages or the whole timeout once one arrived,
-            # so a lone event would wait up to fetch_timeout (1 s). One at a time, each event is
-            # handled the moment it arrives; this path is bound by its database work anyway.
-            batch_size=1,
+            # A fetch returns what is pending, up to this many, without waiting for more; they
+            # are handled in one transaction.
+            batch_size=batch_size,
         )
         for domain, handlers in inbound.handlers().items()
     ]

@@ -21,7 +21,13 @@ from services.notifications import domain, store
 from services.notifications.compose import SEALED_KEY_ID, SEALED_TOKEN, Composed, Composer
 from services.notifications.domain import Category, Channel, Recipient, Status
 from services.notifications.live import InboxHub
-from services.notifications.store import DeliveryRow, InboxItem, NewDelivery, TemplateRow
+from services.notifications.store import (
+    DeliveryRow,
+    InboxItem,
+    NewDelivery,
+    NewNotification,
+    TemplateRow,
+)
 from services.notifications.templates import (
     RenderError,
     TemplateText,
@@ -34,6 +40,8 @@ from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument
 
 Clock = Callable[[], dt.datetime]
+# (tenant, user) -> the recipient and their explicit preferences
+Recipients = Mapping[store.RecipientKey, tuple[Recipient, Mapping[domain.PreferenceKey, bool]]]
 
 
 def utcnow() -> dt.datetime:
@@ -44,6 +52,53 @@ def utcnow() -> dt.datetime:
 class SealedToken:
     key_id: str
     ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One notification to some users (`Notifications.notify`'s arguments)."""
+
+    tenant_id: str
+    user_ids: Sequence[str]
+    kind: str
+    source: str  # with user and channel, the idempotency key of a delivery
+    data: Mapping[str, str]
+    channels: Sequence[Channel] | None = None
+    due_at: dt.datetime | None = None
+    email_override: str = ""
+    sealed: SealedToken | None = None
+    pace_per_second: int = 0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    notice: Notice
+    category: Category
+    context: Mapping[str, Any]
+    planned: Sequence[tuple[Recipient, domain.PlannedDelivery]]
+    composed: Mapping[tuple[str, Channel], Composed]
+    rows: Sequence[NewDelivery]
+
+
+def _inbox_row(
+    delivery_id: str,
+    recipient: Recipient,
+    *,
+    kind: str,
+    category: Category,
+    context: Mapping[str, Any],
+    composed: Composed,
+) -> NewNotification:
+    return NewNotification(
+        tenant_id=recipient.tenant_id,
+        user_id=recipient.user_id,
+        delivery_id=delivery_id,
+        kind=kind,
+        category=category,
+        title=composed.subject,
+        body=composed.body,
+        data={k: str(v) for k, v in context.items() if not str(k).startswith("_")},
+    )
 
 
 def encode_page_token(created_at: dt.datetime, item_id: str) -> str:
@@ -116,53 +171,109 @@ class Notifications:
         pace_per_second: int = 0,
     ) -> int:
         """Plans and stores deliveries of one notification to `user_ids`; returns how many
-        were created (0 when this source was already handled). In-app deliveries that are due
-        now land in the inbox in this same transaction."""
-        if not user_ids:
-            return 0
-        spec = domain.kind_spec(kind)
+        were created (0 when this source was already handled)."""
+        notice = Notice(
+            tenant_id=tenant_id, user_ids=user_ids, kind=kind, source=source, data=data,
+            channels=channels, due_at=due_at, email_override=email_override, sealed=sealed,
+            pace_per_second=pace_per_second,
+        )  # fmt: skip
+        [created] = await self.notify_many(uow, [notice])
+        return created
+
+    async def notify_many(
+        self, uow: UnitOfWork, notices: Sequence[Notice], *, known: Recipients | None = None
+    ) -> list[int]:
+        """Plans and stores the deliveries of several notifications with a fixed number of
+        statements (recipients with preferences unless `known` has them all, deliveries, inbox
+        rows); returns how many deliveries each created. In-app deliveries that are due now land
+        in the inbox in this same transaction, and reach live streams after its commit."""
         now = self.clock()
         s = uow.session
-        recipients = await store.recipients(s, tenant_id, user_ids)
-        preferences = await store.explicit_preferences(s, tenant_id, user_ids)
-        context: dict[str, Any] = dict(data)
-        if sealed is not None:
-            context[SEALED_TOKEN] = base64.b64encode(sealed.ciphertext).decode()
-            context[SEALED_KEY_ID] = sealed.key_id
+        found = dict(known or {})
+        missing = [(n.tenant_id, u) for n in notices for u in n.user_ids]
+        missing = [key for key in missing if key not in found]
+        if missing:
+            found.update(await store.recipients_and_preferences(s, missing))
+        plans: list[_Plan] = []
+        rows: list[NewDelivery] = []
+        for notice in notices:
+            plan = await self._plan(s, notice, found, now)
+            plans.append(plan)
+            rows += plan.rows
+        created = await store.insert_deliveries(s, rows, now)
+        inbox: list[NewNotification] = []
+        counts: list[int] = []
+        wake = False
+        for plan in plans:
+            n = plan.notice
+            count = 0
+            for recipient, p in plan.planned:
+                delivery_id = created.get((n.tenant_id, n.source, recipient.user_id, p.channel))
+                if delivery_id is None:
+                    continue
+                count += 1
+                if p.status is not Status.QUEUED:
+                    continue
+                ready = plan.composed.get((recipient.user_id, p.channel))
+                if ready is None:
+                    wake = True
+                    continue
+                inbox.append(
+                    _inbox_row(delivery_id, recipient, kind=n.kind, category=plan.category,
+                               context=plan.context, composed=ready)
+                )  # fmt: skip
+            counts.append(count)
+        await self.store_in_app(uow, inbox)
+        if wake:
+            uow.after_commit(self.wake_worker)
+        return counts
+
+    async def _plan(
+        self,
+        s: AsyncSession,
+        notice: Notice,
+        found: Recipients,
+        now: dt.datetime,
+    ) -> _Plan:
+        spec = domain.kind_spec(notice.kind)
+        context: dict[str, Any] = dict(notice.data)
+        if notice.sealed is not None:
+            context[SEALED_TOKEN] = base64.b64encode(notice.sealed.ciphertext).decode()
+            context[SEALED_KEY_ID] = notice.sealed.key_id
         planned: list[tuple[Recipient, domain.PlannedDelivery]] = []
-        for user_id in user_ids:
-            recipient = recipients[user_id]
+        for user_id in notice.user_ids:
+            recipient, explicit = found[(notice.tenant_id, user_id)]
             for item in domain.plan_deliveries(
                 recipient,
-                kind,
-                preferences[user_id],
+                notice.kind,
+                explicit,
                 now,
-                channels=channels,
-                due_at=due_at,
-                email_override=email_override,
+                channels=notice.channels,
+                due_at=notice.due_at,
+                email_override=notice.email_override,
             ):
                 planned.append((recipient, item))
-        if pace_per_second:
-            planned = _paced(planned, pace_per_second)
+        if notice.pace_per_second:
+            planned = _paced(planned, notice.pace_per_second)
         # In-app deliveries due now are composed here and stored as sent, together with their
         # inbox row, in this transaction: no worker round trip on the latency-critical path.
         composed: dict[tuple[str, Channel], Composed] = {}
         for r, p in planned:
             if p.channel is Channel.IN_APP and p.status is Status.QUEUED and p.due_at <= now:
                 composed[(r.user_id, p.channel)] = await self.compose_in_app(
-                    s, r, kind=kind, category=spec.category, context=context
+                    s, r, kind=notice.kind, category=spec.category, context=context
                 )
         rows = []
         for r, p in planned:
             ready = composed.get((r.user_id, p.channel))
             rows.append(
                 NewDelivery(
-                    tenant_id=tenant_id,
+                    tenant_id=notice.tenant_id,
                     user_id=r.user_id,
-                    kind=kind,
+                    kind=notice.kind,
                     category=spec.category,
                     channel=p.channel,
-                    source=source,
+                    source=notice.source,
                     status=Status.SENT if ready else p.status,
                     address=p.address,
                     due_at=p.due_at,
@@ -172,23 +283,7 @@ class Notifications:
                     template_version=ready.version if ready else 0,
                 )
             )
-        created = await store.insert_deliveries(s, rows, now)
-        wake = False
-        for recipient, p in planned:
-            delivery_id = created.get((recipient.user_id, p.channel))
-            if delivery_id is None or p.status is not Status.QUEUED:
-                continue
-            ready = composed.get((recipient.user_id, p.channel))
-            if ready is not None:
-                await self.store_in_app(
-                    uow, delivery_id, recipient, kind=kind, category=spec.category,
-                    context=context, composed=ready,
-                )  # fmt: skip
-            else:
-                wake = True
-        if wake:
-            uow.after_commit(self.wake_worker)
-        return len(created)
+        return _Plan(notice, spec.category, context, planned, composed, rows)
 
     async def compose_in_app(
         self,
@@ -208,34 +303,12 @@ class Notifications:
             context=context,
         )
 
-    async def store_in_app(
-        self,
-        uow: UnitOfWork,
-        delivery_id: str,
-        recipient: Recipient,
-        *,
-        kind: str,
-        category: Category,
-        context: Mapping[str, Any],
-        composed: Composed,
-    ) -> None:
-        """The inbox row of an in-app delivery, pushed to live streams after the commit."""
-        data = {k: str(v) for k, v in context.items() if not str(k).startswith("_")}
-        item = await store.insert_notification(
-            uow.session,
-            tenant_id=recipient.tenant_id,
-            user_id=recipient.user_id,
-            delivery_id=delivery_id,
-            kind=kind,
-            category=category,
-            title=composed.subject,
-            body=composed.body,
-            data=data,
-            now=self.clock(),
-        )
-        if item is not None:
+    async def store_in_app(self, uow: UnitOfWork, rows: Sequence[NewNotification]) -> None:
+        """Inbox rows of in-app deliveries, pushed to live streams after the commit."""
+        items = await store.insert_notifications(uow.session, rows, self.clock())
+        if items:
             hub = self.hub
-            uow.after_commit(lambda: hub.publish_soon(item))
+            uow.after_commit(lambda: hub.publish_soon(items))
 
     async def deliver_in_app(
         self,
@@ -253,8 +326,9 @@ class Notifications:
             uow.session, recipient, kind=kind, category=category, context=context
         )
         await self.store_in_app(
-            uow, delivery_id, recipient, kind=kind, category=category, context=context,
-            composed=composed,
+            uow,
+            [_inbox_row(delivery_id, recipient, kind=kind, category=category, context=context,
+                        composed=composed)],
         )  # fmt: skip
         await store.record_outcome(
             uow.session,
@@ -548,6 +622,7 @@ def _paced(
 
 
 __all__ = [
+    "Notice",
     "Notifications",
     "PreferenceUpdate",
     "PreferencesView",

@@ -2,15 +2,18 @@
 
 Publishing goes through core NATS (not JetStream: a live push that nobody hears is fine, the
 inbox table is the record), so a subscriber connected to any replica hears a notification stored
-by any other. Each process subscribes once and fans messages out to its local streams.
+by any other. Each process subscribes once and fans messages out to its local streams. A message
+carries the items one commit stored (a JSON list, at most `_ITEMS_PER_MESSAGE`; a lone JSON
+object is read as one item).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from services.notifications.store import InboxItem
@@ -20,6 +23,7 @@ log = logging.getLogger(__name__)
 
 SUBJECT = "suuupra-live.notifications.inbox"
 _QUEUE_LIMIT = 256
+_ITEMS_PER_MESSAGE = 100
 
 
 class InboxHub:
@@ -47,11 +51,16 @@ class InboxHub:
 
     async def _on_message(self, msg: Any) -> None:
         try:
-            item = InboxItem.from_json(msg.data)
-        except (ValueError, KeyError):
+            decoded = json.loads(msg.data)
+            items = [
+                InboxItem.from_dict(d)
+                for d in (decoded if isinstance(decoded, list) else [decoded])
+            ]
+        except (ValueError, KeyError, TypeError):
             log.warning("ignoring a malformed live inbox message")
             return
-        self._deliver_locally(item)
+        for item in items:
+            self._deliver_locally(item)
 
     def _deliver_locally(self, item: InboxItem) -> None:
         for queue in self._subscribers.get((item.tenant_id, item.user_id), ()):
@@ -62,21 +71,27 @@ class InboxHub:
                     queue.get_nowait()
             queue.put_nowait(item)
 
-    def publish_soon(self, item: InboxItem) -> None:
-        """Called after the commit that stored `item`."""
-        task = asyncio.get_running_loop().create_task(self._publish(item))
+    def publish_soon(self, items: Sequence[InboxItem]) -> None:
+        """Called after the commit that stored `items`."""
+        task = asyncio.get_running_loop().create_task(self._publish(items))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _publish(self, item: InboxItem) -> None:
+    async def _publish(self, items: Sequence[InboxItem]) -> None:
         client = self.link.client
         if client is None or not client.is_connected or not self._subscribed.is_set():
-            self._deliver_locally(item)  # no broker: at least this replica's streams hear it
+            self._deliver_all_locally(items)  # no broker: at least this replica's streams hear it
             return
-        try:
-            await client.publish(SUBJECT, item.to_json())
-        except Exception:
-            log.warning("live inbox publish failed; delivering locally", exc_info=True)
+        for start in range(0, len(items), _ITEMS_PER_MESSAGE):
+            chunk = items[start : start + _ITEMS_PER_MESSAGE]
+            try:
+                await client.publish(SUBJECT, json.dumps([i.to_dict() for i in chunk]).encode())
+            except Exception:
+                log.warning("live inbox publish failed; delivering locally", exc_info=True)
+                self._deliver_all_locally(chunk)
+
+    def _deliver_all_locally(self, items: Sequence[InboxItem]) -> None:
+        for item in items:
             self._deliver_locally(item)
 
     @contextlib.contextmanager

@@ -114,7 +114,7 @@ async def build_wiring(
         return run
 
     async def migrations_ready() -> bool:
-        return await migrations_applied(database_url, MIGRATIONS)
+        return await migrations_applied(db, MIGRATIONS)
 
     async def close() -> None:
         for provider in chosen.values():

@@ -58,25 +58,22 @@ class InboxItem:
     read_at: dt.datetime | None = None
     unread_count: int = 0
 
-    def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "notification_id": self.notification_id,
-                "tenant_id": self.tenant_id,
-                "user_id": self.user_id,
-                "kind": self.kind,
-                "category": int(self.category),
-                "title": self.title,
-                "body": self.body,
-                "data": dict(self.data),
-                "created_at": self.created_at.isoformat(),
-                "unread_count": self.unread_count,
-            }
-        ).encode()
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "notification_id": self.notification_id,
+            "tenant_id": self.tenant_id,
+            "user_id": self.user_id,
+            "kind": self.kind,
+            "category": int(self.category),
+            "title": self.title,
+            "body": self.body,
+            "data": dict(self.data),
+            "created_at": self.created_at.isoformat(),
+            "unread_count": self.unread_count,
+        }
 
     @classmethod
-    def from_json(cls, raw: bytes) -> InboxItem:
-        d = json.loads(raw)
+    def from_dict(cls, d: Mapping[str, Any]) -> InboxItem:
         return cls(
             notification_id=d["notification_id"],
             tenant_id=d["tenant_id"],
@@ -107,6 +104,23 @@ class NewDelivery:
     # In-app deliveries are composed before they are stored, so they are inserted as sent.
     attempts: int = 0
     template_version: int = 0
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """The inbox row of an in-app delivery."""
+
+    tenant_id: str
+    user_id: str
+    delivery_id: str
+    kind: str
+    category: Category
+    title: str
+    body: str
+    data: Mapping[str, str]
+
+
+RecipientKey = tuple[str, str]  # (tenant, user)
 
 
 # --- recipients -------------------------------------------------------------------------------
@@ -229,6 +243,37 @@ async def explicit_preferences(
     return out
 
 
+async def recipients_and_preferences(
+    s: AsyncSession, keys: Sequence[RecipientKey]
+) -> dict[RecipientKey, tuple[Recipient, dict[PreferenceKey, bool]]]:
+    """Recipients (unknown ones as `unknown_recipient`) with their explicit preferences, for
+    any number of (tenant, user) pairs, in one query."""
+    wanted = list(dict.fromkeys(keys))
+    rows = await s.execute(
+        text(
+            "SELECT k.t AS key_tenant, k.u AS key_user, r.*, p.categories, p.channels, p.enabled "
+            "FROM unnest(CAST(:ts AS text[]), CAST(:us AS text[])) AS k(t, u) "
+            "LEFT JOIN recipients r ON r.tenant_id = k.t AND r.user_id = k.u "
+            "LEFT JOIN LATERAL (SELECT array_agg(category) AS categories, "
+            "array_agg(channel) AS channels, array_agg(enabled) AS enabled FROM preferences "
+            "WHERE preferences.tenant_id = k.t AND preferences.user_id = k.u) p ON true"
+        ),
+        {"ts": [t for t, _ in wanted], "us": [u for _, u in wanted]},
+    )
+    out: dict[RecipientKey, tuple[Recipient, dict[PreferenceKey, bool]]] = {}
+    for row in rows:
+        key = (row.key_tenant, row.key_user)
+        recipient = _recipient(row) if row.tenant_id is not None else unknown_recipient(*key)
+        explicit = {
+            (Category(category), Channel(channel)): enabled
+            for category, channel, enabled in zip(
+                row.categories or (), row.channels or (), row.enabled or (), strict=True
+            )
+        }
+        out[key] = (recipient, explicit)
+    return out
+
+
 async def save_preferences(
     s: AsyncSession,
     tenant_id: str,
@@ -317,56 +362,63 @@ async def batch_members(
 # --- deliveries -------------------------------------------------------------------------------
 
 
+DeliveryKey = tuple[str, str, str, Channel]  # (tenant, source, user, channel)
+
+
 async def insert_deliveries(
     s: AsyncSession, items: Sequence[NewDelivery], now: dt.datetime
-) -> dict[tuple[str, Channel], str]:
-    """Inserts the deliveries of one notification (one source, kind and context) in one
-    statement, skipping any whose (tenant, source, user, channel) exists; returns the ids of the
-    new ones by (user, channel). A redelivered event therefore creates nothing."""
+) -> dict[DeliveryKey, str]:
+    """Inserts deliveries (of any number of notifications) in one statement, skipping any whose
+    (tenant, source, user, channel) exists; returns the ids of the new ones by that key. A
+    redelivered event therefore creates nothing."""
     if not items:
         return {}
-    first = items[0]
-    if any(
-        (i.tenant_id, i.source, i.kind, i.context) != (first.tenant_id, first.source, first.kind,
-                                                       first.context)
-        for i in items
-    ):  # fmt: skip
-        raise ValueError("insert_deliveries takes the deliveries of one notification")
-    ids = [str(uuid.uuid4()) for _ in items]
+    texts: dict[int, str] = {}
+
+    def contexts(context: Mapping[str, Any]) -> str:  # one JSON text per notification
+        if id(context) not in texts:
+            texts[id(context)] = json.dumps(dict(context))
+        return texts[id(context)]
+
     rows = await s.execute(
         text(
             "INSERT INTO deliveries (delivery_id, tenant_id, user_id, kind, category, channel, "
             "source, status, error, address, context, due_at, created_at, updated_at, attempts, "
             "template_version, sent_at) "
-            "SELECT r.id, :t, r.user_id, :k, :cat, r.ch, :src, r.st, r.err, r.addr, "
-            "CAST(:ctx AS jsonb), r.due, :now, :now, r.att, r.tv, "
+            "SELECT r.id, r.t, r.user_id, r.k, r.cat, r.ch, r.src, r.st, r.err, r.addr, "
+            "CAST(r.ctx AS jsonb), r.due, :now, :now, r.att, r.tv, "
             "CASE WHEN r.st = 2 THEN CAST(:now AS timestamptz) END "
-            "FROM unnest(CAST(:ids AS uuid[]), CAST(:users AS text[]), CAST(:chs AS smallint[]), "
-            "CAST(:sts AS smallint[]), CAST(:errs AS text[]), CAST(:addrs AS text[]), "
-            "CAST(:dues AS timestamptz[]), CAST(:atts AS integer[]), CAST(:tvs AS integer[])) "
-            "AS r(id, user_id, ch, st, err, addr, due, att, tv) "
+            "FROM unnest(CAST(:ids AS uuid[]), CAST(:ts AS text[]), CAST(:users AS text[]), "
+            "CAST(:ks AS text[]), CAST(:cats AS smallint[]), CAST(:chs AS smallint[]), "
+            "CAST(:srcs AS text[]), CAST(:sts AS smallint[]), CAST(:errs AS text[]), "
+            "CAST(:addrs AS text[]), CAST(:ctxs AS text[]), CAST(:dues AS timestamptz[]), "
+            "CAST(:atts AS integer[]), CAST(:tvs AS integer[])) "
+            "AS r(id, t, user_id, k, cat, ch, src, st, err, addr, ctx, due, att, tv) "
             "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING "
-            "RETURNING delivery_id, user_id, channel"
+            "RETURNING delivery_id, tenant_id, source, user_id, channel"
         ),
         {
-            "t": first.tenant_id,
-            "k": first.kind,
-            "cat": int(first.category),
-            "src": first.source,
-            "ctx": json.dumps(dict(first.context)),
             "now": now,
-            "ids": ids,
+            "ids": [str(uuid.uuid4()) for _ in items],
+            "ts": [i.tenant_id for i in items],
             "users": [i.user_id for i in items],
+            "ks": [i.kind for i in items],
+            "cats": [int(i.category) for i in items],
             "chs": [int(i.channel) for i in items],
+            "srcs": [i.source for i in items],
             "sts": [int(i.status) for i in items],
             "errs": [i.error for i in items],
             "addrs": [i.address for i in items],
+            "ctxs": [contexts(i.context) for i in items],
             "dues": [i.due_at for i in items],
             "atts": [i.attempts for i in items],
             "tvs": [i.template_version for i in items],
         },
     )
-    return {(row.user_id, Channel(row.channel)): str(row.delivery_id) for row in rows}
+    return {
+        (row.tenant_id, row.source, row.user_id, Channel(row.channel)): str(row.delivery_id)
+        for row in rows
+    }
 
 
 def _delivery(row: Any) -> DeliveryRow:
@@ -560,37 +612,60 @@ async def latest_templates(s: AsyncSession, tenant_id: str, kind: str) -> list[T
 # --- inbox ------------------------------------------------------------------------------------
 
 
-async def insert_notification(
-    s: AsyncSession,
-    *,
-    tenant_id: str,
-    user_id: str,
-    delivery_id: str,
-    kind: str,
-    category: Category,
-    title: str,
-    body: str,
-    data: Mapping[str, str],
-    now: dt.datetime,
-) -> InboxItem | None:
-    notification_id = str(uuid.uuid4())
-    got = await s.scalar(
+async def insert_notifications(
+    s: AsyncSession, items: Sequence[NewNotification], now: dt.datetime
+) -> list[InboxItem]:
+    """Inbox rows of in-app deliveries in one statement (a delivery's row exists at most once);
+    returns the new ones, each with its user's unread count once it is stored."""
+    if not items:
+        return []
+    ids = [str(uuid.uuid4()) for _ in items]
+    rows = await s.execute(
         text(
-            "INSERT INTO notifications (notification_id, tenant_id, user_id, delivery_id, kind, "
-            "category, title, body, data, created_at) VALUES (:id, :t, :u, :d, :k, :c, :ti, "
-            ":b, CAST(:data AS jsonb), :now) ON CONFLICT (delivery_id) DO NOTHING "
-            "RETURNING notification_id"
+            "WITH new AS (INSERT INTO notifications (notification_id, tenant_id, user_id, "
+            "delivery_id, kind, category, title, body, data, created_at) "
+            "SELECT r.id, r.t, r.u, r.d, r.k, r.c, r.ti, r.b, CAST(r.data AS jsonb), :now "
+            "FROM unnest(CAST(:ids AS uuid[]), CAST(:ts AS text[]), CAST(:us AS text[]), "
+            "CAST(:ds AS uuid[]), CAST(:ks AS text[]), CAST(:cs AS smallint[]), "
+            "CAST(:tis AS text[]), CAST(:bs AS text[]), CAST(:datas AS text[])) "
+            "AS r(id, t, u, d, k, c, ti, b, data) "
+            "ON CONFLICT (delivery_id) DO NOTHING RETURNING notification_id, tenant_id, user_id), "
+            # The statement's snapshot does not see `new`: these are the counts before it.
+            "users AS (SELECT DISTINCT tenant_id, user_id FROM new) "
+            "SELECT new.notification_id, before.unread FROM new JOIN (SELECT users.*, "
+            "(SELECT count(*) FROM notifications n WHERE n.tenant_id = users.tenant_id "
+            "AND n.user_id = users.user_id AND n.read_at IS NULL) AS unread FROM users) before "
+            "ON before.tenant_id = new.tenant_id AND before.user_id = new.user_id"
         ),
-        {"id": notification_id, "t": tenant_id, "u": user_id, "d": delivery_id, "k": kind,
-         "c": int(category), "ti": title, "b": body, "data": json.dumps(dict(data)), "now": now},
-    )  # fmt: skip
-    if got is None:
-        return None
-    unread = await unread_count(s, tenant_id, user_id)
-    return InboxItem(
-        notification_id, tenant_id, user_id, kind, category, title, body, dict(data), now,
-        unread_count=unread,
-    )  # fmt: skip
+        {
+            "now": now,
+            "ids": ids,
+            "ts": [i.tenant_id for i in items],
+            "us": [i.user_id for i in items],
+            "ds": [i.delivery_id for i in items],
+            "ks": [i.kind for i in items],
+            "cs": [int(i.category) for i in items],
+            "tis": [i.title for i in items],
+            "bs": [i.body for i in items],
+            "datas": [json.dumps(dict(i.data)) for i in items],
+        },
+    )
+    unread_before = {str(row.notification_id): int(row.unread) for row in rows}
+    added: dict[RecipientKey, int] = {}
+    out: list[InboxItem] = []
+    for notification_id, i in zip(ids, items, strict=True):
+        before = unread_before.get(notification_id)
+        if before is None:
+            continue  # this delivery's row existed
+        key = (i.tenant_id, i.user_id)
+        added[key] = added.get(key, 0) + 1
+        out.append(
+            InboxItem(
+                notification_id, i.tenant_id, i.user_id, i.kind, i.category, i.title, i.body,
+                dict(i.data), now, unread_count=before + added[key],
+            )
+        )  # fmt: skip
+    return out
 
 
 async def unread_count(s: AsyncSession, tenant_id: str, user_id: str) -> int:

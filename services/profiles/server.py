@@ -45,7 +45,7 @@ async def build_wiring(database_url: str, nats_url: str) -> Wiring:
     consumer = identity_consumer(db, nats_url, profiles)
 
     async def migrations_ready() -> bool:
-        return await migrations_applied(database_url, MIGRATIONS)
+        return await migrations_applied(db, MIGRATIONS)
 
     async def start_consumer() -> None:
         # The durable consumer binds to IDENTITY, which the link creates: wait for it first.

@@ -4,8 +4,9 @@ Public API (importable from here or from the submodule named in brackets):
 - `StreamSpec`, `ensure_streams(js, specs)`, `provision_streams(nats_url, specs)`,
   `stream_name_for(domain)` [streams]
 - `OutboxRelay(db, nats_url, ...)` with `run()` / `publish_pending()` [relay]
-- `EventConsumer(db, nats_url, durable=, stream=, handlers=, max_deliver=, backoff=)` with
-  `run()` / `process(msg)`; `Outcome` [consumer]
+- `EventConsumer(db, nats_url, durable=, stream=, handlers=, batch_handlers=, max_deliver=,
+  backoff=, batch_size=)` with `run()` / `process(msg)` / `process_batch(msgs)`; `Outcome`,
+  `Received`, `EventHandler`, `BatchHandler` [consumer]
 - `EventEnvelope`, `current_envelope()` [envelope]
 - `list_dead_letters(db, consumer=None)`, `replay_dead_letter(db, nc, id)`, `DeadLetter`
   [dead_letters]; CLI `python -m suuupra_runtime.events.dead_letters`
@@ -23,7 +24,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from suuupra_runtime.events.consumer import EventConsumer, EventHandler, Outcome
+    from suuupra_runtime.events.consumer import (
+        BatchHandler,
+        EventConsumer,
+        EventHandler,
+        Outcome,
+        Received,
+    )
     from suuupra_runtime.events.dead_letters import (
         DeadLetter,
         list_dead_letters,
@@ -41,9 +48,11 @@ if TYPE_CHECKING:
     )
 
 _EXPORTS = {
+    "BatchHandler": "consumer",
     "EventConsumer": "consumer",
     "EventHandler": "consumer",
     "Outcome": "consumer",
+    "Received": "consumer",
     "DeadLetter": "dead_letters",
     "list_dead_letters": "dead_letters",
     "replay_dead_letter": "dead_letters",
@@ -60,6 +69,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "BatchHandler",
     "DeadLetter",
     "EventConsumer",
     "EventEnvelope",
@@ -67,6 +77,7 @@ __all__ = [
     "NatsLink",
     "OutboxRelay",
     "Outcome",
+    "Received",
     "ReplayHandler",
     "StreamSpec",
     "current_envelope",

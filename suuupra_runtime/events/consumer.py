@@ -5,23 +5,42 @@ Public API::
     consumer = EventConsumer(
         db, nats_url, durable="search-indexer", stream="COURSES",
         handlers={CoursePublished: on_course_published},   # async (event, uow) -> None
-        max_deliver=5, backoff=(1, 5, 30, 120),
+        batch_handlers={NoteShared: on_notes_shared},      # async ([Received], uow) -> None
+        max_deliver=5, backoff=(1, 5, 30, 120), batch_size=32,
     )
-    await consumer.run()            # background task until cancelled
-    await consumer.process(msg)     # one nats Msg -> Outcome (used by run(); handy in tests)
+    await consumer.run()                   # background task until cancelled
+    await consumer.process(msg)            # one nats Msg -> Outcome (handy in tests)
+    await consumer.process_batch(msgs)     # fetched Msgs -> [Outcome] (what run() does)
 
-Per message, in ONE transaction: insert `inbox(consumer, event_id)` (a conflict means the event
-was already handled: just ack), run the handler with a `UnitOfWork` (it may write state and add
-outbox events), commit; then ack. The ack comes after the commit, so a crash in between causes a
-redelivery that the inbox turns into a no-op.
+Fetching: `run()` asks JetStream for up to `batch_size` messages with `fetch_timeout` as the
+request's expiry. nats-py sends that pull request with `no_wait` and `expires`; the server
+(2.15) then waits up to `expires` only while nothing is pending, and ends the request with
+"no messages" as soon as it has delivered what was there. So a lone event is handled the moment
+it arrives, and under load each fetch returns the backlog, up to `batch_size`, in one go.
 
-Failure: the transaction rolls back and the message is nak'ed with a delay from `backoff`
-(indexed by delivery attempt, last value repeated). On delivery `max_deliver` the event goes to
-`dead_letters` (with the error text and attempt count) and is terminated, so it is never
-redelivered; `dead_letters.replay_dead_letter` re-publishes it after a fix. A payload that does
-not parse is dead-lettered at once (retrying cannot help). An event type with no handler is
-acked and logged. JetStream's own `max_deliver` is set a little higher than ours so a process
-crash on the last attempt still gets the event redelivered and dead-lettered.
+A fetched batch is handled in ONE transaction: one multi-row insert of `inbox(consumer,
+event_id)` rows (the ids that conflict were handled before, or appear twice in the batch: those
+are duplicates and only acked), every fresh event's handler with the same `UnitOfWork`, one
+commit; then the batch is acked (one round trip). The ack comes after the commit, so a crash in
+between causes a redelivery that the inbox turns into a no-op. Handlers run in stream order;
+before each, the unit of work takes that event's tenant and trace headers (for events it adds),
+`current_envelope()` is that event's envelope and its trace context is the active one.
+
+`batch_handlers` take several events of one type at once, for handlers that can do the work of
+many events in a few statements: consecutive events of that type and tenant go to one call as
+`Received(envelope, event)` items (the unit of work and `current_envelope()` carry the first
+one's tenant and trace headers). A type has a handler or a batch handler, not both.
+
+Failure: if anything in the batch fails, its transaction rolls back and each event is handled
+again on its own, in its own transaction, so one poison event cannot hold back the others.
+An event that fails on its own is nak'ed with a delay from `backoff` (indexed by delivery
+attempt, last value repeated); an event that failed before in this process is handled on its
+own from then on. On delivery `max_deliver` the event goes to `dead_letters` (with the error
+text and attempt count) and is terminated, so it is never redelivered;
+`dead_letters.replay_dead_letter` re-publishes it after a fix. A payload that does not parse is
+dead-lettered at once (retrying cannot help). An event type with no handler is acked and logged.
+JetStream's own `max_deliver` is set a little higher than ours so a process crash on the last
+attempt still gets the event redelivered and dead-lettered.
 
 Inside a handler, `current_envelope()` gives the event id, tenant, headers, etc.; the incoming
 trace context is the active OpenTelemetry context, and events the handler adds inherit the
@@ -36,7 +55,8 @@ import datetime as dt
 import enum
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import nats
@@ -46,10 +66,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from sqlalchemy import insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import insert, text
 
-from suuupra_runtime.db import Database, UnitOfWork, dead_letters_table, inbox_table
+from suuupra_runtime.db import Database, UnitOfWork, dead_letters_table
 from suuupra_runtime.events.envelope import (
     DecodeError,
     EventEnvelope,
@@ -59,13 +78,28 @@ from suuupra_runtime.events.envelope import (
 )
 from suuupra_runtime.events.headers import trace_headers
 
-__all__ = ["EventConsumer", "EventHandler", "Outcome"]
+__all__ = ["BatchHandler", "EventConsumer", "EventHandler", "Outcome", "Received"]
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class Received:
+    """One event of a batch handler's call."""
+
+    envelope: EventEnvelope
+    event: Any
+
+
 EventHandler = Callable[[Any, UnitOfWork], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Received], UnitOfWork], Awaitable[None]]
 # Extra deliveries JetStream may still make after our limit, for crash-on-last-attempt recovery.
 _CRASH_MARGIN = 2
+# Claims the batch's event ids; the ids that come back are new (one statement for any size).
+_CLAIM = text(
+    "INSERT INTO inbox (consumer, event_id) SELECT :consumer, unnest(CAST(:ids AS text[])) "
+    "ON CONFLICT DO NOTHING RETURNING event_id"
+)
 
 
 class Outcome(enum.Enum):
@@ -74,6 +108,13 @@ class Outcome(enum.Enum):
     UNKNOWN_TYPE = "unknown_type"
     RETRY = "retry"
     DEAD_LETTERED = "dead_lettered"
+
+
+@dataclass(frozen=True)
+class _Item:
+    msg: Msg
+    envelope: EventEnvelope
+    event: Message
 
 
 class EventConsumer:
@@ -85,6 +126,7 @@ class EventConsumer:
         durable: str,
         stream: str,
         handlers: Mapping[type[Message], EventHandler],
+        batch_handlers: Mapping[type[Message], BatchHandler] | None = None,
         max_deliver: int = 5,
         backoff: Sequence[float] = (1.0, 5.0, 30.0, 120.0),
         ack_wait_seconds: float = 60.0,
@@ -94,16 +136,21 @@ class EventConsumer:
     ) -> None:
         if max_deliver < 1:
             raise ValueError("max_deliver must be at least 1")
+        batch_handlers = batch_handlers or {}
+        if both := set(handlers) & set(batch_handlers):
+            names = sorted(t.DESCRIPTOR.full_name for t in both)
+            raise ValueError(f"{names} have both a handler and a batch handler")
         self.db = db
         self.nats_url = nats_url
         self.durable = durable
         self.stream = stream
         self.handlers = {t.DESCRIPTOR.full_name: fn for t, fn in handlers.items()}
-        self.types = EventTypes(handlers)
+        self.batch_handlers = {t.DESCRIPTOR.full_name: fn for t, fn in batch_handlers.items()}
+        self.types = EventTypes([*handlers, *batch_handlers])
         self.max_deliver = max_deliver
         self.backoff = tuple(backoff) or (1.0,)
         self.ack_wait_seconds = ack_wait_seconds
-        self.batch_size = batch_size
+        self.batch_size = max(batch_size, 1)
         self.fetch_timeout = fetch_timeout
         self.filter_subjects = list(filter_subjects or [])
         self._first_failure: dict[str, dt.datetime] = {}
@@ -140,18 +187,19 @@ class EventConsumer:
             sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
             while True:
                 try:
+                    # Returns what is pending (up to batch_size) without waiting for more; waits
+                    # up to fetch_timeout only while nothing is (see the module docstring).
                     messages = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
                 except (NatsTimeoutError, TimeoutError):
                     continue
-                for msg in messages:
-                    try:
-                        await self.process(msg)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception:
-                        # DB or NATS trouble outside the handler: leave the message unacked so
-                        # JetStream redelivers it after ack_wait.
-                        log.exception("consumer %s could not process a message", self.durable)
+                try:
+                    await self.process_batch(messages)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # DB or NATS trouble outside the handlers: what is unacked is redelivered by
+                    # JetStream after ack_wait.
+                    log.exception("consumer %s could not process a batch", self.durable)
         finally:
             # Unsubscribe before closing: draining a pull subscription after a short or
             # timed-out fetch hangs (nats-py 2.16).
@@ -162,6 +210,41 @@ class EventConsumer:
                 await nc.close()
 
     async def process(self, msg: Msg) -> Outcome:
+        """Handle one message on its own (its own transaction)."""
+        [outcome] = await self.process_batch([msg])
+        return outcome
+
+    async def process_batch(self, msgs: Sequence[Msg]) -> list[Outcome]:
+        """Handle fetched messages: together in one transaction, one by one if that fails."""
+        outcomes: dict[int, Outcome] = {}
+        items: dict[int, _Item] = {}
+        to_ack: list[Msg] = []
+        for index, msg in enumerate(msgs):
+            admitted = await self._admit(msg)
+            if isinstance(admitted, _Item):
+                items[index] = admitted
+                continue
+            outcomes[index] = admitted
+            if admitted is Outcome.UNKNOWN_TYPE:
+                to_ack.append(msg)
+        # Events that failed before would likely sink the batch again: they go on their own.
+        together = {
+            i: it for i, it in items.items() if it.envelope.event_id not in self._first_failure
+        }
+        if len(together) > 1:
+            handled = await self._try_together(list(together.values()))
+            if handled is not None:
+                for (index, item), fresh in zip(together.items(), handled, strict=True):
+                    outcomes[index] = Outcome.HANDLED if fresh else Outcome.DUPLICATE
+                    to_ack.append(item.msg)
+                    del items[index]
+        await self._ack_all(to_ack)
+        for index, item in items.items():
+            outcomes[index] = await self._handle_alone(item)
+        return [outcomes[i] for i in range(len(msgs))]
+
+    async def _admit(self, msg: Msg) -> _Item | Outcome:
+        """Decodes `msg`; what cannot be handled is dead-lettered (or, unknown types, skipped)."""
         meta = msg.metadata
         envelope = EventEnvelope.from_message(
             msg.subject,
@@ -177,39 +260,89 @@ class EventConsumer:
             return Outcome.DEAD_LETTERED
         if event is None:
             log.info("consumer %s skips unknown event type %s", self.durable, envelope.event_type)
-            await msg.ack_sync()
             return Outcome.UNKNOWN_TYPE
         if not envelope.event_id:
             await self._dead_letter(msg, envelope, "event has no id header")
             await msg.term()
             return Outcome.DEAD_LETTERED
+        return _Item(msg, envelope, event)
 
+    async def _try_together(self, items: Sequence[_Item]) -> list[bool] | None:
         try:
-            handled = await self._apply(envelope, event)
-        except Exception as exc:
-            return await self._failed(msg, envelope, exc)
-        self._first_failure.pop(envelope.event_id, None)
-        await msg.ack_sync()
-        return Outcome.HANDLED if handled else Outcome.DUPLICATE
+            return await self._apply(items)
+        except Exception:
+            log.warning(
+                "consumer %s: a batch of %d events failed; handling them one by one",
+                self.durable, len(items), exc_info=True,
+            )  # fmt: skip
+            return None
 
-    async def _apply(self, envelope: EventEnvelope, event: Message) -> bool:
-        handler = self.handlers[envelope.event_type]
+    async def _handle_alone(self, item: _Item) -> Outcome:
+        envelope = item.envelope
+        try:
+            [fresh] = await self._apply([item])
+        except Exception as exc:
+            return await self._failed(item.msg, envelope, exc)
+        self._first_failure.pop(envelope.event_id, None)
+        await item.msg.ack_sync()
+        return Outcome.HANDLED if fresh else Outcome.DUPLICATE
+
+    async def _ack_all(self, msgs: Sequence[Msg]) -> None:
+        """Acks without waiting for JetStream's confirmations (the client flushes them at once):
+        an ack that gets lost only causes a redelivery, which the inbox absorbs."""
+        try:
+            for msg in msgs:
+                await msg.ack()
+        except Exception:
+            log.warning("consumer %s: acking %d events failed", self.durable, len(msgs),
+                        exc_info=True)  # fmt: skip
+
+    async def _apply(self, items: Sequence[_Item]) -> list[bool]:
+        """Runs the handlers of `items` in one transaction; per item, whether it was new (False:
+        handled before, or an earlier item of `items` has the same event id)."""
+        first = items[0].envelope
+        async with self.db.unit_of_work(
+            tenant_id=first.tenant_id, inherited_headers=trace_headers(first.headers)
+        ) as uow:
+            ids = list(dict.fromkeys(item.envelope.event_id for item in items))
+            result = await uow.session.execute(_CLAIM, {"consumer": self.durable, "ids": ids})
+            unclaimed = set(result.scalars())
+            fresh: list[bool] = []
+            for item in items:
+                fresh.append(item.envelope.event_id in unclaimed)
+                unclaimed.discard(item.envelope.event_id)
+            for run in self._runs([item for item, new in zip(items, fresh, strict=True) if new]):
+                await self._dispatch(run, uow)
+        return fresh
+
+    def _runs(self, items: Sequence[_Item]) -> Iterator[list[_Item]]:
+        """Consecutive events of one batch-handled type and tenant together; others alone."""
+        run: list[_Item] = []
+        for item in items:
+            e = item.envelope
+            if run and not (
+                e.event_type in self.batch_handlers
+                and (e.event_type, e.tenant_id)
+                == (run[0].envelope.event_type, run[0].envelope.tenant_id)
+            ):
+                yield run
+                run = []
+            run.append(item)
+        if run:
+            yield run
+
+    async def _dispatch(self, run: Sequence[_Item], uow: UnitOfWork) -> None:
+        envelope = run[0].envelope
+        uow.tenant_id = envelope.tenant_id
+        uow.inherited_headers = trace_headers(envelope.headers)
         trace_token = otel_context.attach(propagate.extract(dict(envelope.headers)))
         envelope_token = set_current_envelope(envelope)
         try:
-            async with self.db.unit_of_work(
-                tenant_id=envelope.tenant_id, inherited_headers=trace_headers(envelope.headers)
-            ) as uow:
-                claimed = await uow.session.scalar(
-                    pg_insert(inbox_table)
-                    .values(consumer=self.durable, event_id=envelope.event_id)
-                    .on_conflict_do_nothing()
-                    .returning(inbox_table.c.event_id)
-                )
-                if claimed is None:
-                    return False
-                await handler(event, uow)
-                return True
+            batch_handler = self.batch_handlers.get(envelope.event_type)
+            if batch_handler is not None:
+                await batch_handler([Received(i.envelope, i.event) for i in run], uow)
+            else:
+                await self.handlers[envelope.event_type](run[0].event, uow)
         finally:
             reset_current_envelope(envelope_token)
             otel_context.detach(trace_token)

@@ -65,6 +65,20 @@ def test_config(**overrides: object) -> NotificationsConfig:
 test_config.__test__ = False  # type: ignore[attr-defined]
 
 
+def producer_headers(event: Message, event_id: str, tenant_id: str) -> dict[str, str]:
+    """The headers a producer's outbox relay puts on `event`."""
+    return dict(
+        outbound_headers(
+            event_type=event.DESCRIPTOR.full_name,
+            event_id=event_id,
+            tenant_id=tenant_id,
+            occurred_at=dt.datetime.now(dt.UTC),
+            key=None,
+            inherited={},
+        )
+    )
+
+
 @dataclass
 class Harness:
     wiring: Wiring
@@ -111,19 +125,12 @@ class Harness:
         self, event: Message, event_id: str, *, tenant_id: str | None = None
     ) -> None:
         name = event.DESCRIPTOR.full_name
-        headers = outbound_headers(
-            event_type=name,
-            event_id=event_id,
-            tenant_id=tenant_id or self.tenant_id,
-            occurred_at=dt.datetime.now(dt.UTC),
-            key=None,
-            inherited={},
-        )
+        headers = producer_headers(event, event_id, tenant_id or self.tenant_id)
         nc = await nats.connect(self.nats_url)
         try:
             js = nc.jetstream()
             await ensure_streams(js, [StreamSpec.for_domain(name.split(".")[1])])
-            await js.publish(name, event.SerializeToString(), headers=dict(headers))
+            await js.publish(name, event.SerializeToString(), headers=headers)
         finally:
             await nc.close()
 
@@ -249,4 +256,12 @@ async def _wait_serving(service: RunningService, within: float = 15.0) -> None:
         await asyncio.sleep(0.02)
 
 
-__all__ = ["FakeClock", "Harness", "bearer", "grpc", "notifications_harness", "test_config"]
+__all__ = [
+    "FakeClock",
+    "Harness",
+    "bearer",
+    "grpc",
+    "notifications_harness",
+    "producer_headers",
+    "test_config",
+]

@@ -56,6 +56,21 @@ async def test_migrate_creates_runtime_and_service_tables(fresh_database: str) -
     assert (runtime_version, service_version) == ("runtime_0002", "svc_0001")
 
 
+async def test_readiness_sees_a_schema_that_is_not_at_this_code_s_head(
+    fresh_database: str,
+) -> None:
+    await migrate(fresh_database, SERVICE_MIGRATIONS)
+    database = await Database.connect(fresh_database)
+    try:
+        assert await migrations_applied(database, SERVICE_MIGRATIONS)
+        await execute_autocommit(fresh_database, "UPDATE alembic_version SET version_num = 'old'")
+        assert not await migrations_applied(database, SERVICE_MIGRATIONS)
+        await execute_autocommit(fresh_database, "DROP TABLE alembic_version_runtime")
+        assert not await migrations_applied(database, SERVICE_MIGRATIONS)
+    finally:
+        await database.dispose()
+
+
 async def test_concurrent_migrations_apply_once(fresh_database: str) -> None:
     await asyncio.gather(*(migrate(fresh_database, SERVICE_MIGRATIONS) for _ in range(3)))
     assert await migrations_applied(fresh_database, SERVICE_MIGRATIONS)

@@ -26,6 +26,7 @@ from suuupra_runtime.events import (
     EventConsumer,
     EventEnvelope,
     OutboxRelay,
+    Received,
     StreamSpec,
     current_envelope,
     ensure_streams,
@@ -323,14 +324,15 @@ async def test_headers_and_trace_context_flow_into_follow_up_events(env: Env) ->
     assert envelope.occurred_at and envelope.occurred_at.endswith("Z")
     assert envelope.headers["Nats-Msg-Id"] == event_id
     assert envelope.headers["traceparent"].split("-")[1] == trace_id
-    async with env.db.engine.connect() as conn:
-        follow_up = (
-            await conn.execute(
-                select(outbox_table).where(outbox_table.c.event_type.like("%NoteLiked"))
-            )
-        ).one()
+    follow_up = await _outbox_row(env, "%NoteLiked")
     assert follow_up.tenant_id == "acme"
     assert follow_up.headers["traceparent"].split("-")[1] == trace_id
+
+
+async def _outbox_row(env: Env, event_type_like: str) -> Any:
+    async with env.db.engine.connect() as conn:
+        stmt = select(outbox_table).where(outbox_table.c.event_type.like(event_type_like))
+        return (await conn.execute(stmt)).one()
 
 
 async def test_concurrent_relays_publish_each_row_once(env: Env) -> None:
@@ -471,3 +473,135 @@ async def test_service_startup_helpers_and_consumer_waiting_for_its_stream(
             make_url(postgres_server_url).set(database=name).render_as_string(False)
         )
         await execute_autocommit(postgres_server_url, f'DROP ROLE IF EXISTS "{name}"')
+
+
+# --- batches: one transaction per fetched batch, one by one when that fails ----------------------
+
+
+async def _published(env: Env, *batches: tuple[str, Sequence[Any]]) -> list[str]:
+    """Emits each (tenant, events) in its own unit of work, in order, and relays them."""
+    ids: list[str] = []
+    for tenant, events in batches:
+        ids += await env.emit(*events, tenant=tenant)
+    relay = env.relay()
+    await relay.publish_pending()
+    await relay.close()
+    return ids
+
+
+async def test_a_fetched_batch_is_handled_in_one_transaction_each_event_once(env: Env) -> None:
+    units: list[int] = []
+
+    async def handler(event: Any, uow: UnitOfWork) -> None:
+        units.append(id(uow))
+        await record_effect(event, uow)
+
+    [first, *_] = await _published(env, ("t1", [NoteCreated(note_id=f"n{i}") for i in range(12)]))
+    # A copy of the first event under another Nats-Msg-Id lands in the same batch.
+    async with env.db.engine.connect() as conn:
+        row = (await conn.execute(select(outbox_table).where(outbox_table.c.id == first))).one()
+    await env.nc.jetstream().publish(
+        row.subject, bytes(row.payload), headers={**row.headers, "Nats-Msg-Id": f"{first}-copy"}
+    )
+    consumer = env.consumer({NoteCreated: handler}, batch_size=32)
+    env.start(consumer.run())
+    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    assert await env.scalar("SELECT count(*) FROM effects") == 12
+    assert await env.scalar("SELECT count(*) FROM inbox") == 12
+    assert len(units) == 12
+    assert len(set(units)) <= 2, "the 13 messages were not handled in one transaction"
+    info = await env.nc.jetstream().consumer_info(STREAM, consumer.durable)
+    assert info.num_redelivered == 0
+
+
+async def test_a_poison_event_sinks_only_itself_the_rest_of_its_batch_commits(env: Env) -> None:
+    calls: list[str] = []
+
+    async def indexer(event: Any, uow: UnitOfWork) -> None:
+        calls.append(event.note_id)
+        await record_effect(event, uow)
+        if event.note_id == "poison":
+            raise ValueError("cannot index the poison note")
+
+    notes = [NoteCreated(note_id=f"n{i}") for i in range(4)]
+    notes.insert(2, NoteCreated(note_id="poison"))
+    ids = await _published(env, ("t1", notes))
+    consumer = env.consumer({NoteCreated: indexer}, max_deliver=2, batch_size=32)
+    env.start(consumer.run())
+    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM dead_letters"), 1))
+    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    [letter] = await list_dead_letters(env.db, consumer=consumer.durable)
+    assert letter.event_id == ids[2] and letter.attempts == 2
+    async with env.db.engine.connect() as conn:
+        effects = (await conn.execute(text("SELECT what FROM effects"))).scalars().all()
+        inbox = (await conn.execute(text("SELECT event_id FROM inbox"))).scalars().all()
+    assert sorted(effects) == ["n0", "n1", "n2", "n3"]
+    assert sorted(inbox) == sorted(ids[:2] + ids[3:])
+    # The batch ran once, then each event alone; the redelivered poison event alone again.
+    assert calls.count("poison") == 3
+    assert calls.count("n0") == 2
+
+
+async def test_batch_handlers_get_consecutive_events_of_one_type_and_tenant(env: Env) -> None:
+    calls: list[tuple[str | None, list[str]]] = []
+
+    async def likes(items: Sequence[Received], uow: UnitOfWork) -> None:
+        assert current_envelope() is items[0].envelope
+        calls.append((uow.tenant_id, [item.event.note_id for item in items]))
+        for item in items:
+            await record_effect(item.event, uow)
+
+    async def archive_on_create(event: Any, uow: UnitOfWork) -> None:
+        uow.add_event(NoteArchived(note_id=event.note_id))
+
+    liked = [NoteLiked(note_id=f"l{i}", likes=i) for i in range(6)]
+    await _published(
+        env,
+        ("a", liked[:3]),
+        ("b", liked[3:5]),
+        ("c", [NoteCreated(note_id="c1")]),
+        ("a", liked[5:]),
+    )
+    consumer = env.consumer(
+        {NoteCreated: archive_on_create}, batch_handlers={NoteLiked: likes}, batch_size=32
+    )
+    env.start(consumer.run())
+    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    assert calls == [("a", ["l0", "l1", "l2"]), ("b", ["l3", "l4"]), ("a", ["l5"])]
+    assert await env.scalar("SELECT count(*) FROM effects") == 6
+    # The follow-up carries its own event's tenant, not the batch's first.
+    archived = await _outbox_row(env, "%NoteArchived")
+    assert archived.tenant_id == "c"
+    with pytest.raises(ValueError, match="both a handler and a batch handler"):
+        env.consumer({NoteLiked: archive_on_create}, batch_handlers={NoteLiked: likes})
+
+
+async def test_a_lone_event_does_not_wait_for_a_full_batch_or_the_fetch_timeout(
+    env: Env,
+) -> None:
+    handled_at: list[float] = []
+
+    async def handler(event: Any, uow: UnitOfWork) -> None:
+        handled_at.append(asyncio.get_running_loop().time())
+
+    consumer = env.consumer({NoteCreated: handler}, batch_size=32, fetch_timeout=5.0)
+    env.start(consumer.run())
+    # Let the consumer bind and park a pull request on the server.
+    await wait_until(lambda: _consumer_exists(env, consumer.durable))
+    await asyncio.sleep(0.3)
+    published_at = asyncio.get_running_loop().time()
+    await _published(env, ("t1", [NoteCreated(note_id="lone")]))
+    await wait_until(lambda: _truthy(handled_at), within=10)
+    assert handled_at[0] - published_at < 1.0
+
+
+async def _consumer_exists(env: Env, durable: str) -> bool:
+    try:
+        await env.nc.jetstream().consumer_info(STREAM, durable)
+    except Exception:
+        return False
+    return True
+
+
+async def _truthy(value: Sequence[Any]) -> bool:
+    return bool(value)
