@@ -24,6 +24,7 @@ from services.notifications.live import InboxHub
 from services.notifications.store import (
     DeliveryRow,
     InboxItem,
+    InboxText,
     NewDelivery,
     NewNotification,
     TemplateRow,
@@ -73,8 +74,6 @@ class Notice:
 @dataclass(frozen=True)
 class _Plan:
     notice: Notice
-    category: Category
-    context: Mapping[str, Any]
     planned: Sequence[tuple[Recipient, domain.PlannedDelivery]]
     composed: Mapping[tuple[str, Channel], Composed]
     rows: Sequence[NewDelivery]
@@ -97,8 +96,13 @@ def _inbox_row(
         category=category,
         title=composed.subject,
         body=composed.body,
-        data={k: str(v) for k, v in context.items() if not str(k).startswith("_")},
+        data=_inbox_data(context),
     )
+
+
+def _inbox_data(context: Mapping[str, Any]) -> dict[str, str]:
+    """What an inbox row shows of a notification's context (never the sealed token)."""
+    return {k: str(v) for k, v in context.items() if not str(k).startswith("_")}
 
 
 def encode_page_token(created_at: dt.datetime, item_id: str) -> str:
@@ -200,30 +204,22 @@ class Notifications:
             plan = await self._plan(s, notice, found, now)
             plans.append(plan)
             rows += plan.rows
-        created = await store.insert_deliveries(s, rows, now)
-        inbox: list[NewNotification] = []
+        stored = await store.insert_deliveries(s, rows, now)
         counts: list[int] = []
         wake = False
         for plan in plans:
             n = plan.notice
             count = 0
             for recipient, p in plan.planned:
-                delivery_id = created.get((n.tenant_id, n.source, recipient.user_id, p.channel))
-                if delivery_id is None:
+                key = (n.tenant_id, n.source, recipient.user_id, p.channel)
+                if key not in stored.created:
                     continue
                 count += 1
-                if p.status is not Status.QUEUED:
-                    continue
-                ready = plan.composed.get((recipient.user_id, p.channel))
-                if ready is None:
-                    wake = True
-                    continue
-                inbox.append(
-                    _inbox_row(delivery_id, recipient, kind=n.kind, category=plan.category,
-                               context=plan.context, composed=ready)
-                )  # fmt: skip
+                # In-app deliveries due now were stored as sent, with their inbox row.
+                ready = (recipient.user_id, p.channel) in plan.composed
+                wake = wake or (p.status is Status.QUEUED and not ready)
             counts.append(count)
-        await self.store_in_app(uow, inbox)
+        self.push_after_commit(uow, stored.inbox)
         if wake:
             uow.after_commit(self.wake_worker)
         return counts
@@ -263,6 +259,7 @@ class Notifications:
                 composed[(r.user_id, p.channel)] = await self.compose_in_app(
                     s, r, kind=notice.kind, category=spec.category, context=context
                 )
+        inbox_data = _inbox_data(context)
         rows = []
         for r, p in planned:
             ready = composed.get((r.user_id, p.channel))
@@ -281,9 +278,10 @@ class Notifications:
                     error=p.reason,
                     attempts=1 if ready else 0,
                     template_version=ready.version if ready else 0,
+                    inbox=InboxText(ready.subject, ready.body, inbox_data) if ready else None,
                 )
             )
-        return _Plan(notice, spec.category, context, planned, composed, rows)
+        return _Plan(notice, planned, composed, rows)
 
     async def compose_in_app(
         self,
@@ -305,7 +303,11 @@ class Notifications:
 
     async def store_in_app(self, uow: UnitOfWork, rows: Sequence[NewNotification]) -> None:
         """Inbox rows of in-app deliveries, pushed to live streams after the commit."""
-        items = await store.insert_notifications(uow.session, rows, self.clock())
+        self.push_after_commit(
+            uow, await store.insert_notifications(uow.session, rows, self.clock())
+        )
+
+    def push_after_commit(self, uow: UnitOfWork, items: Sequence[InboxItem]) -> None:
         if items:
             hub = self.hub
             uow.after_commit(lambda: hub.publish_soon(items))

@@ -101,9 +101,18 @@ class NewDelivery:
     due_at: dt.datetime
     context: Mapping[str, Any] = field(default_factory=dict)
     error: str = ""
-    # In-app deliveries are composed before they are stored, so they are inserted as sent.
+    # In-app deliveries are composed before they are stored, so they are inserted as sent, with
+    # their inbox row (`inbox`) in the same statement.
     attempts: int = 0
     template_version: int = 0
+    inbox: InboxText | None = None
+
+
+@dataclass(frozen=True)
+class InboxText:
+    title: str
+    body: str
+    data: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -243,6 +252,16 @@ async def explicit_preferences(
     return out
 
 
+_RECIPIENTS_AND_PREFERENCES = text(
+    "SELECT k.t AS key_tenant, k.u AS key_user, r.*, p.categories, p.channels, p.enabled "
+    "FROM unnest(CAST(:ts AS text[]), CAST(:us AS text[])) AS k(t, u) "
+    "LEFT JOIN recipients r ON r.tenant_id = k.t AND r.user_id = k.u "
+    "LEFT JOIN LATERAL (SELECT array_agg(category) AS categories, "
+    "array_agg(channel) AS channels, array_agg(enabled) AS enabled FROM preferences "
+    "WHERE preferences.tenant_id = k.t AND preferences.user_id = k.u) p ON true"
+)
+
+
 async def recipients_and_preferences(
     s: AsyncSession, keys: Sequence[RecipientKey]
 ) -> dict[RecipientKey, tuple[Recipient, dict[PreferenceKey, bool]]]:
@@ -250,14 +269,7 @@ async def recipients_and_preferences(
     any number of (tenant, user) pairs, in one query."""
     wanted = list(dict.fromkeys(keys))
     rows = await s.execute(
-        text(
-            "SELECT k.t AS key_tenant, k.u AS key_user, r.*, p.categories, p.channels, p.enabled "
-            "FROM unnest(CAST(:ts AS text[]), CAST(:us AS text[])) AS k(t, u) "
-            "LEFT JOIN recipients r ON r.tenant_id = k.t AND r.user_id = k.u "
-            "LEFT JOIN LATERAL (SELECT array_agg(category) AS categories, "
-            "array_agg(channel) AS channels, array_agg(enabled) AS enabled FROM preferences "
-            "WHERE preferences.tenant_id = k.t AND preferences.user_id = k.u) p ON true"
-        ),
+        _RECIPIENTS_AND_PREFERENCES,
         {"ts": [t for t, _ in wanted], "us": [u for _, u in wanted]},
     )
     out: dict[RecipientKey, tuple[Recipient, dict[PreferenceKey, bool]]] = {}
@@ -364,15 +376,122 @@ async def batch_members(
 
 DeliveryKey = tuple[str, str, str, Channel]  # (tenant, source, user, channel)
 
+# Inbox rows from `unnest(...) AS i(did, nid, t, u, k, c, ti, b, data)` (see _inbox_params),
+# then the unread count of each user who got one, as it was before this statement (its snapshot
+# does not see the rows it inserts): callers number the new rows on from there.
+_INBOX_ARRAYS = (
+    "unnest(CAST(:i_dids AS uuid[]), CAST(:i_nids AS uuid[]), CAST(:i_ts AS text[]), "
+    "CAST(:i_us AS text[]), CAST(:i_ks AS text[]), CAST(:i_cs AS smallint[]), "
+    "CAST(:i_tis AS text[]), CAST(:i_bs AS text[]), CAST(:i_datas AS text[])) "
+    "AS i(did, nid, t, u, k, c, ti, b, data)"
+)
+_INSERT_INBOX = (
+    "n AS (INSERT INTO notifications (notification_id, tenant_id, user_id, delivery_id, kind, "
+    "category, title, body, data, created_at) "
+    "SELECT i.nid, i.t, i.u, i.did, i.k, i.c, i.ti, i.b, CAST(i.data AS jsonb), :now FROM {rows} "
+    "ON CONFLICT (delivery_id) DO NOTHING "
+    "RETURNING notification_id, tenant_id, user_id, delivery_id), "
+    "users AS (SELECT DISTINCT tenant_id, user_id FROM n), "
+    "before AS (SELECT users.tenant_id, users.user_id, (SELECT count(*) FROM notifications x "
+    "WHERE x.tenant_id = users.tenant_id AND x.user_id = users.user_id AND x.read_at IS NULL) "
+    "AS unread FROM users) "
+)
+_JOIN_BEFORE = "LEFT JOIN before ON before.tenant_id = n.tenant_id AND before.user_id = n.user_id"
+
+
+# Deliveries, then the inbox rows of the new ones that carry `inbox` (see _INSERT_INBOX).
+# (S608: the SQL is built from constant fragments only.)
+_STORE_DELIVERIES = text(
+    "WITH d AS (INSERT INTO deliveries (delivery_id, tenant_id, user_id, kind, category, "  # noqa: S608
+    "channel, source, status, error, address, context, due_at, created_at, updated_at, "
+    "attempts, template_version, sent_at) "
+    "SELECT r.id, r.t, r.user_id, r.k, r.cat, r.ch, r.src, r.st, r.err, r.addr, "
+    "CAST(r.ctx AS jsonb), r.due, :now, :now, r.att, r.tv, "
+    "CASE WHEN r.st = 2 THEN CAST(:now AS timestamptz) END "
+    "FROM unnest(CAST(:ids AS uuid[]), CAST(:ts AS text[]), CAST(:users AS text[]), "
+    "CAST(:ks AS text[]), CAST(:cats AS smallint[]), CAST(:chs AS smallint[]), "
+    "CAST(:srcs AS text[]), CAST(:sts AS smallint[]), CAST(:errs AS text[]), "
+    "CAST(:addrs AS text[]), CAST(:ctxs AS text[]), CAST(:dues AS timestamptz[]), "
+    "CAST(:atts AS integer[]), CAST(:tvs AS integer[])) "
+    "AS r(id, t, user_id, k, cat, ch, src, st, err, addr, ctx, due, att, tv) "
+    "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING "
+    "RETURNING delivery_id, tenant_id, source, user_id, channel), "
+    + _INSERT_INBOX.format(rows=f"{_INBOX_ARRAYS} JOIN d ON d.delivery_id = i.did")
+    + "SELECT d.delivery_id, d.tenant_id, d.source, d.user_id, d.channel, "
+    "n.notification_id, before.unread FROM d "
+    "LEFT JOIN n ON n.delivery_id = d.delivery_id " + _JOIN_BEFORE
+)
+_STORE_INBOX = text(
+    "WITH "  # noqa: S608
+    + _INSERT_INBOX.format(rows=_INBOX_ARRAYS)
+    + "SELECT n.notification_id, before.unread FROM n "
+    + _JOIN_BEFORE
+)
+
+
+@dataclass(frozen=True)
+class _InboxRow:
+    notification_id: str
+    delivery_id: str
+    tenant_id: str
+    user_id: str
+    kind: str
+    category: Category
+    text: InboxText
+
+
+def _inbox_params(rows: Sequence[_InboxRow]) -> dict[str, list[Any]]:
+    return {
+        "i_dids": [r.delivery_id for r in rows],
+        "i_nids": [r.notification_id for r in rows],
+        "i_ts": [r.tenant_id for r in rows],
+        "i_us": [r.user_id for r in rows],
+        "i_ks": [r.kind for r in rows],
+        "i_cs": [int(r.category) for r in rows],
+        "i_tis": [r.text.title for r in rows],
+        "i_bs": [r.text.body for r in rows],
+        "i_datas": [json.dumps(dict(r.text.data)) for r in rows],
+    }
+
+
+def _inbox_items(
+    rows: Sequence[_InboxRow], unread_before: Mapping[str, int], now: dt.datetime
+) -> list[InboxItem]:
+    """The rows the statement inserted (those in `unread_before`), in order, each with its user's
+    unread count once it is stored."""
+    added: dict[RecipientKey, int] = {}
+    out: list[InboxItem] = []
+    for r in rows:
+        before = unread_before.get(r.notification_id)
+        if before is None:
+            continue  # this delivery's row existed
+        key = (r.tenant_id, r.user_id)
+        added[key] = added.get(key, 0) + 1
+        out.append(
+            InboxItem(
+                r.notification_id, r.tenant_id, r.user_id, r.kind, r.category, r.text.title,
+                r.text.body, dict(r.text.data), now, unread_count=before + added[key],
+            )
+        )  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What `insert_deliveries` created: delivery ids by key, and the new inbox items."""
+
+    created: Mapping[DeliveryKey, str]
+    inbox: Sequence[InboxItem]
+
 
 async def insert_deliveries(
     s: AsyncSession, items: Sequence[NewDelivery], now: dt.datetime
-) -> dict[DeliveryKey, str]:
-    """Inserts deliveries (of any number of notifications) in one statement, skipping any whose
-    (tenant, source, user, channel) exists; returns the ids of the new ones by that key. A
-    redelivered event therefore creates nothing."""
+) -> Stored:
+    """Inserts deliveries (of any number of notifications) and the inbox rows of those that have
+    `inbox` in one statement, skipping any delivery whose (tenant, source, user, channel) exists;
+    a redelivered event therefore creates nothing."""
     if not items:
-        return {}
+        return Stored({}, [])
     texts: dict[int, str] = {}
 
     def contexts(context: Mapping[str, Any]) -> str:  # one JSON text per notification
@@ -380,26 +499,18 @@ async def insert_deliveries(
             texts[id(context)] = json.dumps(dict(context))
         return texts[id(context)]
 
+    ids = [str(uuid.uuid4()) for _ in items]
+    inbox = [
+        _InboxRow(str(uuid.uuid4()), delivery_id, i.tenant_id, i.user_id, i.kind, i.category,
+                  i.inbox)
+        for delivery_id, i in zip(ids, items, strict=True)
+        if i.inbox is not None
+    ]  # fmt: skip
     rows = await s.execute(
-        text(
-            "INSERT INTO deliveries (delivery_id, tenant_id, user_id, kind, category, channel, "
-            "source, status, error, address, context, due_at, created_at, updated_at, attempts, "
-            "template_version, sent_at) "
-            "SELECT r.id, r.t, r.user_id, r.k, r.cat, r.ch, r.src, r.st, r.err, r.addr, "
-            "CAST(r.ctx AS jsonb), r.due, :now, :now, r.att, r.tv, "
-            "CASE WHEN r.st = 2 THEN CAST(:now AS timestamptz) END "
-            "FROM unnest(CAST(:ids AS uuid[]), CAST(:ts AS text[]), CAST(:users AS text[]), "
-            "CAST(:ks AS text[]), CAST(:cats AS smallint[]), CAST(:chs AS smallint[]), "
-            "CAST(:srcs AS text[]), CAST(:sts AS smallint[]), CAST(:errs AS text[]), "
-            "CAST(:addrs AS text[]), CAST(:ctxs AS text[]), CAST(:dues AS timestamptz[]), "
-            "CAST(:atts AS integer[]), CAST(:tvs AS integer[])) "
-            "AS r(id, t, user_id, k, cat, ch, src, st, err, addr, ctx, due, att, tv) "
-            "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING "
-            "RETURNING delivery_id, tenant_id, source, user_id, channel"
-        ),
+        _STORE_DELIVERIES,
         {
             "now": now,
-            "ids": [str(uuid.uuid4()) for _ in items],
+            "ids": ids,
             "ts": [i.tenant_id for i in items],
             "users": [i.user_id for i in items],
             "ks": [i.kind for i in items],
@@ -413,12 +524,18 @@ async def insert_deliveries(
             "dues": [i.due_at for i in items],
             "atts": [i.attempts for i in items],
             "tvs": [i.template_version for i in items],
+            **_inbox_params(inbox),
         },
     )
-    return {
-        (row.tenant_id, row.source, row.user_id, Channel(row.channel)): str(row.delivery_id)
-        for row in rows
-    }
+    created: dict[DeliveryKey, str] = {}
+    unread_before: dict[str, int] = {}
+    for row in rows:
+        created[(row.tenant_id, row.source, row.user_id, Channel(row.channel))] = str(
+            row.delivery_id
+        )
+        if row.notification_id is not None:
+            unread_before[str(row.notification_id)] = int(row.unread)
+    return Stored(created, _inbox_items(inbox, unread_before, now))
 
 
 def _delivery(row: Any) -> DeliveryRow:
@@ -619,53 +736,17 @@ async def insert_notifications(
     returns the new ones, each with its user's unread count once it is stored."""
     if not items:
         return []
-    ids = [str(uuid.uuid4()) for _ in items]
-    rows = await s.execute(
-        text(
-            "WITH new AS (INSERT INTO notifications (notification_id, tenant_id, user_id, "
-            "delivery_id, kind, category, title, body, data, created_at) "
-            "SELECT r.id, r.t, r.u, r.d, r.k, r.c, r.ti, r.b, CAST(r.data AS jsonb), :now "
-            "FROM unnest(CAST(:ids AS uuid[]), CAST(:ts AS text[]), CAST(:us AS text[]), "
-            "CAST(:ds AS uuid[]), CAST(:ks AS text[]), CAST(:cs AS smallint[]), "
-            "CAST(:tis AS text[]), CAST(:bs AS text[]), CAST(:datas AS text[])) "
-            "AS r(id, t, u, d, k, c, ti, b, data) "
-            "ON CONFLICT (delivery_id) DO NOTHING RETURNING notification_id, tenant_id, user_id), "
-            # The statement's snapshot does not see `new`: these are the counts before it.
-            "users AS (SELECT DISTINCT tenant_id, user_id FROM new) "
-            "SELECT new.notification_id, before.unread FROM new JOIN (SELECT users.*, "
-            "(SELECT count(*) FROM notifications n WHERE n.tenant_id = users.tenant_id "
-            "AND n.user_id = users.user_id AND n.read_at IS NULL) AS unread FROM users) before "
-            "ON before.tenant_id = new.tenant_id AND before.user_id = new.user_id"
-        ),
-        {
-            "now": now,
-            "ids": ids,
-            "ts": [i.tenant_id for i in items],
-            "us": [i.user_id for i in items],
-            "ds": [i.delivery_id for i in items],
-            "ks": [i.kind for i in items],
-            "cs": [int(i.category) for i in items],
-            "tis": [i.title for i in items],
-            "bs": [i.body for i in items],
-            "datas": [json.dumps(dict(i.data)) for i in items],
-        },
-    )
-    unread_before = {str(row.notification_id): int(row.unread) for row in rows}
-    added: dict[RecipientKey, int] = {}
-    out: list[InboxItem] = []
-    for notification_id, i in zip(ids, items, strict=True):
-        before = unread_before.get(notification_id)
-        if before is None:
-            continue  # this delivery's row existed
-        key = (i.tenant_id, i.user_id)
-        added[key] = added.get(key, 0) + 1
-        out.append(
-            InboxItem(
-                notification_id, i.tenant_id, i.user_id, i.kind, i.category, i.title, i.body,
-                dict(i.data), now, unread_count=before + added[key],
-            )
-        )  # fmt: skip
-    return out
+    rows = [
+        _InboxRow(str(uuid.uuid4()), i.delivery_id, i.tenant_id, i.user_id, i.kind, i.category,
+                  InboxText(i.title, i.body, i.data))
+        for i in items
+    ]  # fmt: skip
+    result = await s.execute(
+        _STORE_INBOX,
+        {"now": now, **_inbox_params(rows)},
+    )  # fmt: skip
+    unread_before = {str(row.notification_id): int(row.unread) for row in result}
+    return _inbox_items(rows, unread_before, now)
 
 
 async def unread_count(s: AsyncSession, tenant_id: str, user_id: str) -> int:
