@@ -41,11 +41,11 @@ A proxy that shares a core with the app it fronts should not preempt that app fo
 frame: at the app's own priority each message woke Envoy, which handled it alone, and a lone
 message costs Envoy several times its share of a batch (the per-wakeup cost dominates). At a
 slightly lower priority Envoy runs when the app yields and handles everything queued at once;
-`bench/mesh_overhead.py` measured ≈ 170-190 → ≈ 95-115 µs of Envoy CPU per call (0.61x → 0.80x of
-direct throughput through two sidecars) and no p50 change: an idle core runs a woken task at once,
-whatever its niceness. Nice 3 is half the app's CPU weight: the ratio of the sidecar's to the
-app's CPU request in the k8s manifests (50m to 100m), which is how Kubernetes expresses the same
-priority through cgroup weights.
+`bench/mesh_overhead.py` measured ≈ 170-230 → ≈ 90-135 µs of Envoy CPU per call (0.61-0.68x →
+0.72-0.80x of direct throughput through two sidecars) and no p50 change: an idle core runs a
+woken task at once, whatever its niceness. Nice 3 is half the app's CPU weight: the ratio of the
+sidecar's to the app's CPU request in the k8s manifests (50m to 100m), which is how Kubernetes
+expresses the same priority through cgroup weights (tests/k8s checks the two stay in step).
 """
 
 
