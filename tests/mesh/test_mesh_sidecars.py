@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import socket
 import ssl
 import time
@@ -19,7 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from suuupra.testing.v1 import echo_service_pb2 as pb
 from suuupra.testing.v1 import echo_service_pb2_grpc as pb_grpc
 
+from suuupra_runtime.infra import envoy_binary
 from suuupra_runtime.mesh.certs import create_ca, issue_workload_certificate, load_ca, rotate
+from suuupra_runtime.mesh.sidecars import PROXY_NICE, envoy_command
 from suuupra_runtime.mesh.topology import spiffe_id
 from tests.mesh.conftest import RunningMesh
 from tests.mesh.mesh_support import client_tls_context, served_certificate
@@ -191,6 +194,30 @@ def test_sidecar_admin_and_app_ports_listen_on_loopback_only(mesh: RunningMesh) 
     assert set(listening) == ports
     not_loopback = {port: ip for port, ip in listening.items() if not _is_loopback(ip)}
     assert not_loopback == {}
+
+
+def test_every_envoy_thread_runs_below_the_apps_priority(mesh: RunningMesh) -> None:
+    # The sidecars batch their work instead of preempting the app for each HTTP/2 frame
+    # (PROXY_NICE; bench/mesh_overhead.py measures the difference). Workers are threads started
+    # after exec, so each must have inherited the niceness.
+    assert PROXY_NICE > 0
+    for name, envoy in mesh.envoys.items():
+        assert envoy.pid is not None
+        process = psutil.Process(envoy.pid)
+        assert process.exe() == str(envoy_binary()), name
+        threads = [psutil.Process(t.id) for t in process.threads()]
+        assert len(threads) > 1, name
+        assert {t.nice() for t in threads} == {PROXY_NICE + os.nice(0)}, name
+
+
+def test_envoy_command_line() -> None:
+    command = envoy_command(Path("/x.yaml"), base_id=7, cpus=frozenset({1, 0}))
+    binary = str(envoy_binary())
+    at = command.index(binary)
+    assert command[:at] == ["taskset", "-c", "0,1", "nice", "-n", str(PROXY_NICE)]
+    assert command[at + 1 : at + 3] == ["-c", "/x.yaml"]
+    assert "--disable-hot-restart" in command
+    assert envoy_command(Path("/x.yaml"), nice=0)[0] == binary
 
 
 def _is_loopback(ip: str) -> bool:

@@ -128,6 +128,9 @@ def _envoy_container(workload: str, ready_port: int) -> Manifest:
         "startupProbe": _tcp_probe(ready_port, period=2, failures=30),
         "readinessProbe": _tcp_probe(ready_port, period=5, failures=3),
         "livenessProbe": _tcp_probe(ready_port, period=10, failures=6),
+        # Half the app container's CPU request on purpose: under contention the kubelet's cgroup
+        # weights then give the sidecar the priority `PROXY_NICE` gives it on a dev host, so it
+        # batches frames instead of preempting the app for each (bench/mesh_overhead.py).
         "resources": _resources("50m", "64Mi", "500m", "256Mi"),
         "securityContext": container_security(),
         "volumeMounts": [

@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from suuupra_runtime.mesh.sidecars import PROXY_NICE
 from suuupra_runtime.mesh.topology import Topology
 from tools.k8s import audit
 from tools.k8s.layout import MTLS_PORT, NAME_LABEL, PG_SELECTOR
@@ -129,6 +130,22 @@ def test_deployment_is_hardened_with_sidecar_and_migration(sample_topology: Topo
     # $(VAR) expansion only sees variables defined earlier in the list.
     names = [e["name"] for e in app["env"]]
     assert names.index("DB_PASSWORD") < names.index("DATABASE_URL")
+
+
+def test_sidecar_cpu_weight_mirrors_the_dev_proxy_niceness(sample_topology: Topology) -> None:
+    # PROXY_NICE gives Envoy 1/1.25**nice of the app's CPU weight on a dev host; in k8s the
+    # kubelet derives cgroup weights from CPU requests, so the sidecar's request must be the app's
+    # scaled by the same factor (to within one nice step) for the sidecar to batch its work there.
+    pod = service_deployment(sample_topology, sample_topology.services["identity"])["spec"]
+    envoy = pod["template"]["spec"]["initContainers"][0]
+    (app,) = pod["template"]["spec"]["containers"]
+    assert envoy["name"] == "envoy"
+
+    def millicores(container: dict[str, Any]) -> int:
+        return int(container["resources"]["requests"]["cpu"].removesuffix("m"))
+
+    ratio = millicores(envoy) / millicores(app)
+    assert 1.25 ** -(PROXY_NICE + 1) < ratio < 1.25 ** -(PROXY_NICE - 1)
 
 
 def test_service_without_database_has_no_migration_or_credentials(
