@@ -6,8 +6,11 @@ mesh: `tests/mesh/` (real Envoy with mTLS).  e2e: `tests/e2e/`, `tests/security/
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+_ROOT = Path(__file__).resolve().parent
 pytest_plugins = ["suuupra_runtime.testing.fixtures"]
 
 _CATEGORY_BY_FOLDER = {
@@ -26,6 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        parts = item.path.parts
+        # Relative to the repository: a checkout living under e.g. `/work/mesh/` is not a category.
+        parts = item.path.resolve().relative_to(_ROOT).parts
         category = next((_CATEGORY_BY_FOLDER[p] for p in parts if p in _CATEGORY_BY_FOLDER), "unit")
         item.add_marker(getattr(pytest.mark, category))
