@@ -8,7 +8,6 @@ sample data, is refused when it is saved, so a send never trips over a broken te
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -175,29 +174,51 @@ def check_syntax(source: str, field: str) -> None:
 
 
 # Templates made only of text, `{{ name }}` and `{{ name or 'text' }}` (all built-ins, most
-# overrides) are rendered without Jinja: the same output (checked against Jinja in the unit
-# tests) at a fraction of the cost of a sandboxed render. Anything else goes through Jinja.
-_PLACEHOLDER = re.compile(r"\{\{ ([A-Za-z_][A-Za-z0-9_]*)(?: or '([^'\\{}]*)')? \}\}")
+# overrides) are rendered without Jinja: Jinja's own lexer splits them once, and filling them in
+# gives the same output (checked against Jinja in the unit tests) at a fraction of the cost of a
+# sandboxed render. Anything else goes through Jinja.
 _NOT_NAMES = frozenset({"true", "false", "none", "True", "False", "None"})
 _Part = tuple[str, str, str | None]  # (text before, name, fallback text)
+_PLAIN = ("variable_begin", "name", "variable_end")
+_WITH_FALLBACK = ("variable_begin", "name", "or", "string", "variable_end")
 
 
 @lru_cache(maxsize=512)
 def _simple(source: str) -> tuple[tuple[_Part, ...], str] | None:
     """`source` as literal parts and placeholders, or None when it needs Jinja."""
+    if "\r" in source:
+        return None  # Jinja normalises line endings
+    try:
+        tokens = [(kind, value) for _, kind, value in _env.lex(source) if kind != "whitespace"]
+    except TemplateError:
+        return None
     parts: list[_Part] = []
-    end = 0
-    for match in _PLACEHOLDER.finditer(source):
-        name = match.group(1)
+    text: list[str] = []
+    at = 0
+    while at < len(tokens):
+        kind, value = tokens[at]
+        if kind == "data":
+            text.append(value)
+            at += 1
+            continue
+        shape = tuple("or" if (k, v) == ("name", "or") else k for k, v in tokens[at : at + 5])
+        if shape[:3] == _PLAIN:
+            fallback, width = None, 3
+        elif (
+            shape == _WITH_FALLBACK
+            and tokens[at + 3][1][:1] == "'"
+            and "\\" not in tokens[at + 3][1]
+        ):
+            fallback, width = tokens[at + 3][1][1:-1], 5
+        else:
+            return None
+        name = tokens[at + 1][1]
         if name in _NOT_NAMES or name in _env.globals:
             return None
-        parts.append((source[end : match.start()], name, match.group(2)))
-        end = match.end()
-    rest = source[end:]
-    literal = "".join(p[0] for p in parts) + rest
-    if "{{" in literal or "{%" in literal or "{#" in literal or "\r" in source:
-        return None
-    return tuple(parts), rest
+        parts.append(("".join(text), name, fallback))
+        text = []
+        at += width
+    return tuple(parts), "".join(text)
 
 
 def _render_simple(parts: tuple[tuple[_Part, ...], str], data: Mapping[str, object]) -> str:
