@@ -21,8 +21,9 @@ it arrives, and under load each fetch returns the backlog, up to `batch_size`, i
 A fetched batch is handled in ONE transaction: one multi-row insert of `inbox(consumer,
 event_id)` rows (the ids that conflict were handled before, or appear twice in the batch: those
 are duplicates and only acked), every fresh event's handler with the same `UnitOfWork`, one
-commit; then the batch is acked (one round trip). The ack comes after the commit, so a crash in
-between causes a redelivery that the inbox turns into a no-op. Handlers run in stream order;
+commit; then the batch is acked, without waiting for JetStream's replies (a lost ack is one more
+redelivery). The ack comes after the commit, so a crash in between causes a redelivery that the
+inbox turns into a no-op. Handlers run in stream order;
 before each, the unit of work takes that event's tenant and trace headers (for events it adds),
 `current_envelope()` is that event's envelope and its trace context is the active one.
 
@@ -284,7 +285,7 @@ class EventConsumer:
         except Exception as exc:
             return await self._failed(item.msg, envelope, exc)
         self._first_failure.pop(envelope.event_id, None)
-        await item.msg.ack_sync()
+        await self._ack_all([item.msg])
         return Outcome.HANDLED if fresh else Outcome.DUPLICATE
 
     async def _ack_all(self, msgs: Sequence[Msg]) -> None:
