@@ -231,6 +231,8 @@ class Notifications:
         found: Recipients,
         now: dt.datetime,
     ) -> _Plan:
+        if not notice.user_ids:
+            return _Plan(notice, [], {}, [])
         spec = domain.kind_spec(notice.kind)
         context: dict[str, Any] = dict(notice.data)
         if notice.sealed is not None:
