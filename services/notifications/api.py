@@ -56,18 +56,31 @@ def _channels(values: Any) -> list[Channel]:
     return [Channel(int(v)) for v in values]
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _fast_ts(value: dt.datetime) -> Timestamp:
+    """`_ts` without `FromDatetime`'s Python-level conversions (a third of its cost); the
+    same value (naive datetimes are UTC there too)."""
+    d = (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)) - _EPOCH
+    return Timestamp(seconds=d.days * 86400 + d.seconds, nanos=d.microseconds * 1000)
+
+
 def notification_pb(item: InboxItem) -> res.Notification:
-    return res.Notification(
+    """Built field by field: this runs once per live push, the hot end of the event path."""
+    out = res.Notification(
         notification_id=item.notification_id,
         user_id=item.user_id,
         kind=item.kind,
         category=res.Category.ValueType(int(item.category)),
         title=item.title,
         body=item.body,
-        data=dict(item.data),
-        create_time=_ts(item.created_at),
-        read_time=_ts(item.read_at),
+        create_time=_fast_ts(item.created_at),
     )
+    out.data.update(item.data)
+    if item.read_at is not None:
+        out.read_time.CopyFrom(_fast_ts(item.read_at))
+    return out
 
 
 def delivery_pb(row: DeliveryRow) -> res.Delivery:

@@ -353,7 +353,7 @@ def build_consumers(
     durable_prefix: str = "notifications",
     backoff: Sequence[float] = (1.0, 5.0, 30.0, 120.0),
     fetch_timeout: float = 1.0,
-    batch_size: int = 64,
+    batch_size: int = 256,
 ) -> list[EventConsumer]:
     batched = inbound.batch_handlers()
     return [

@@ -379,11 +379,11 @@ DeliveryKey = tuple[str, str, str, Channel]  # (tenant, source, user, channel)
 # Inbox rows from `unnest(...) AS i(did, nid, t, u, k, c, ti, b, data)` (see _inbox_params),
 # then the unread count of each user who got one, as it was before this statement (its snapshot
 # does not see the rows it inserts): callers number the new rows on from there.
-_INBOX_ARRAYS = (
-    "unnest(CAST(:i_dids AS uuid[]), CAST(:i_nids AS uuid[]), CAST(:i_ts AS text[]), "
-    "CAST(:i_us AS text[]), CAST(:i_ks AS text[]), CAST(:i_cs AS smallint[]), "
-    "CAST(:i_tis AS text[]), CAST(:i_bs AS text[]), CAST(:i_datas AS text[])) "
-    "AS i(did, nid, t, u, k, c, ti, b, data)"
+# The rows come as one JSON array of objects: encoding it is one C call, where a column of
+# arrays costs the driver a Python-level type check per element.
+_INBOX_ROWS = (
+    "json_to_recordset(CAST(:inbox AS json)) "
+    "AS i(did uuid, nid uuid, t text, u text, k text, c smallint, ti text, b text, data jsonb)"
 )
 _INSERT_INBOX = (
     "n AS (INSERT INTO notifications (notification_id, tenant_id, user_id, delivery_id, kind, "
@@ -408,22 +408,19 @@ _STORE_DELIVERIES = text(
     "SELECT r.id, r.t, r.user_id, r.k, r.cat, r.ch, r.src, r.st, r.err, r.addr, "
     "CAST(r.ctx AS jsonb), r.due, :now, :now, r.att, r.tv, "
     "CASE WHEN r.st = 2 THEN CAST(:now AS timestamptz) END "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:ts AS text[]), CAST(:users AS text[]), "
-    "CAST(:ks AS text[]), CAST(:cats AS smallint[]), CAST(:chs AS smallint[]), "
-    "CAST(:srcs AS text[]), CAST(:sts AS smallint[]), CAST(:errs AS text[]), "
-    "CAST(:addrs AS text[]), CAST(:ctxs AS text[]), CAST(:dues AS timestamptz[]), "
-    "CAST(:atts AS integer[]), CAST(:tvs AS integer[])) "
-    "AS r(id, t, user_id, k, cat, ch, src, st, err, addr, ctx, due, att, tv) "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS r(id uuid, t text, user_id text, k text, "
+    "cat smallint, ch smallint, src text, st smallint, err text, addr text, ctx jsonb, "
+    "due timestamptz, att integer, tv integer) "
     "ON CONFLICT ON CONSTRAINT deliveries_once DO NOTHING "
     "RETURNING delivery_id, tenant_id, source, user_id, channel), "
-    + _INSERT_INBOX.format(rows=f"{_INBOX_ARRAYS} JOIN d ON d.delivery_id = i.did")
+    + _INSERT_INBOX.format(rows=f"{_INBOX_ROWS} JOIN d ON d.delivery_id = i.did")
     + "SELECT d.delivery_id, d.tenant_id, d.source, d.user_id, d.channel, "
     "n.notification_id, before.unread FROM d "
     "LEFT JOIN n ON n.delivery_id = d.delivery_id " + _JOIN_BEFORE
 )
 _STORE_INBOX = text(
     "WITH "  # noqa: S608
-    + _INSERT_INBOX.format(rows=_INBOX_ARRAYS)
+    + _INSERT_INBOX.format(rows=_INBOX_ROWS)
     + "SELECT n.notification_id, before.unread FROM n "
     + _JOIN_BEFORE
 )
@@ -440,18 +437,21 @@ class _InboxRow:
     text: InboxText
 
 
-def _inbox_params(rows: Sequence[_InboxRow]) -> dict[str, list[Any]]:
-    return {
-        "i_dids": [r.delivery_id for r in rows],
-        "i_nids": [r.notification_id for r in rows],
-        "i_ts": [r.tenant_id for r in rows],
-        "i_us": [r.user_id for r in rows],
-        "i_ks": [r.kind for r in rows],
-        "i_cs": [int(r.category) for r in rows],
-        "i_tis": [r.text.title for r in rows],
-        "i_bs": [r.text.body for r in rows],
-        "i_datas": [json.dumps(dict(r.text.data)) for r in rows],
-    }
+def _inbox_json(rows: Sequence[_InboxRow]) -> str:
+    return json.dumps(
+        [
+            {"did": r.delivery_id, "nid": r.notification_id, "t": r.tenant_id, "u": r.user_id,
+             "k": r.kind, "c": int(r.category), "ti": r.text.title, "b": r.text.body,
+             "data": dict(r.text.data)}
+            for r in rows
+        ]
+    )  # fmt: skip
+
+
+def _iso(value: dt.datetime) -> str:
+    """A timestamp as PostgreSQL reads it into timestamptz (naive ones are UTC, as asyncpg
+    takes them)."""
+    return (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).isoformat()
 
 
 def _inbox_items(
@@ -492,14 +492,23 @@ async def insert_deliveries(
     a redelivered event therefore creates nothing."""
     if not items:
         return Stored({}, [])
-    texts: dict[int, str] = {}
-
-    def contexts(context: Mapping[str, Any]) -> str:  # one JSON text per notification
-        if id(context) not in texts:
-            texts[id(context)] = json.dumps(dict(context))
-        return texts[id(context)]
-
+    contexts: dict[int, dict[str, Any]] = {}  # one dict per notification's context
+    dues: dict[dt.datetime, str] = {}
     ids = [str(uuid.uuid4()) for _ in items]
+    rows_json = []
+    for delivery_id, i in zip(ids, items, strict=True):
+        context = contexts.get(id(i.context))
+        if context is None:
+            context = contexts[id(i.context)] = dict(i.context)
+        due = dues.get(i.due_at)
+        if due is None:
+            due = dues[i.due_at] = _iso(i.due_at)
+        rows_json.append(
+            {"id": delivery_id, "t": i.tenant_id, "user_id": i.user_id, "k": i.kind,
+             "cat": int(i.category), "ch": int(i.channel), "src": i.source, "st": int(i.status),
+             "err": i.error, "addr": i.address, "ctx": context, "due": due, "att": i.attempts,
+             "tv": i.template_version}
+        )  # fmt: skip
     inbox = [
         _InboxRow(str(uuid.uuid4()), delivery_id, i.tenant_id, i.user_id, i.kind, i.category,
                   i.inbox)
@@ -508,24 +517,7 @@ async def insert_deliveries(
     ]  # fmt: skip
     rows = await s.execute(
         _STORE_DELIVERIES,
-        {
-            "now": now,
-            "ids": ids,
-            "ts": [i.tenant_id for i in items],
-            "users": [i.user_id for i in items],
-            "ks": [i.kind for i in items],
-            "cats": [int(i.category) for i in items],
-            "chs": [int(i.channel) for i in items],
-            "srcs": [i.source for i in items],
-            "sts": [int(i.status) for i in items],
-            "errs": [i.error for i in items],
-            "addrs": [i.address for i in items],
-            "ctxs": [contexts(i.context) for i in items],
-            "dues": [i.due_at for i in items],
-            "atts": [i.attempts for i in items],
-            "tvs": [i.template_version for i in items],
-            **_inbox_params(inbox),
-        },
+        {"now": now, "rows": json.dumps(rows_json), "inbox": _inbox_json(inbox)},
     )
     created: dict[DeliveryKey, str] = {}
     unread_before: dict[str, int] = {}
@@ -743,7 +735,7 @@ async def insert_notifications(
     ]  # fmt: skip
     result = await s.execute(
         _STORE_INBOX,
-        {"now": now, **_inbox_params(rows)},
+        {"now": now, "inbox": _inbox_json(rows)},
     )  # fmt: skip
     unread_before = {str(row.notification_id): int(row.unread) for row in result}
     return _inbox_items(rows, unread_before, now)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from sqlalchemy import text
 from suuupra.notes.v1 import notes_events_pb2 as notes
 
 from services.notifications import store
+from services.notifications.domain import Category, Channel, Status
 from services.notifications.server import MIGRATIONS, Wiring, build_wiring
 from services.notifications.store import InboxItem
 from services.notifications.tests.harness import producer_headers, test_config
@@ -88,6 +90,10 @@ def _note(title: str, *recipients: str) -> notes.NoteShared:
         tenant_id=TENANT, note_id=f"n-{title}", owner_id="owner", title=title,
         recipient_ids=list(recipients),
     )  # fmt: skip
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
 
 
 async def _live(queue: asyncio.Queue[InboxItem], count: int) -> list[InboxItem]:
@@ -163,3 +169,68 @@ async def test_a_poison_event_is_dead_lettered_alone_the_rest_of_its_batch_is_st
     assert await bench.count("SELECT count(*) FROM dead_letters") == 1
     letter = await bench.wiring.database.fetchrow("SELECT error, attempts FROM dead_letters")
     assert letter is not None and "cannot compose the poison note" in letter["error"]
+
+
+async def test_the_batch_statement_stores_text_data_and_times_exactly(bench: Bench) -> None:
+    """The rows travel to PostgreSQL as one JSON document: text that needs escaping, non-ASCII
+    text, nested context and a due time with microseconds in another zone come back unchanged,
+    and the live item is what the inbox row holds."""
+    title = 'Ünïcode "quoted" \\ back\\slash\nnew line\ttab 📝 </script> {"a": 1}'
+    with bench.wiring.hub.subscribe(TENANT, "u1") as live:
+        await bench.publish(_note(title, "u1"), str(uuid.uuid4()))
+        await bench.publish(_note("plain", "u1"), str(uuid.uuid4()))
+        assert await bench.handle(2) == [Outcome.HANDLED, Outcome.HANDLED]
+        items = await _live(live, 2)
+    assert [i.data["note_title"] for i in items] == [title, "plain"]
+    assert [i.unread_count for i in items] == [1, 2]
+    db = bench.wiring.database
+    for item in items:
+        row = await db.fetchrow(
+            "SELECT n.title, n.body, n.data, n.created_at, d.context, d.status, d.channel "
+            "FROM notifications n JOIN deliveries d USING (delivery_id) "
+            "WHERE n.notification_id = $1::uuid",
+            item.notification_id,
+        )
+        assert row is not None
+        assert (row["title"], row["body"], row["created_at"]) == (
+            item.title, item.body, item.created_at
+        )  # fmt: skip
+        assert _json(row["data"]) == dict(item.data)
+        assert _json(row["context"])["note_title"] == item.data["note_title"]
+        assert (row["status"], row["channel"]) == (Status.SENT, Channel.IN_APP)
+    assert title in items[0].body
+
+    # A queued delivery (no inbox row) keeps its due time to the microsecond, whatever its zone;
+    # a naive one is UTC.
+    zone = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    due = dt.datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=zone)
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        store.NewDelivery(
+            tenant_id=TENANT,
+            user_id="u2",
+            kind="notes.shared",
+            category=Category.NOTES,
+            channel=Channel.EMAIL,
+            source=f"test:{n}",
+            status=Status.QUEUED,
+            address="u2@example.com",
+            due_at=when,
+            context={"nested": {"k": ["v", 1]}, "n": n},
+        )
+        for n, when in enumerate([due, dt.datetime(2031, 1, 2, 3, 4, 5, 6)])
+    ]
+    async with db.unit_of_work(tenant_id=TENANT) as uow:
+        stored = await store.insert_deliveries(uow.session, rows, now)
+    assert len(stored.created) == 2 and not stored.inbox
+    got = await db.fetch(
+        "SELECT source, due_at, context, status FROM deliveries WHERE user_id = 'u2' "
+        "AND source LIKE 'test:%' ORDER BY source"
+    )
+    assert [r["due_at"] for r in got] == [
+        due, dt.datetime(2031, 1, 2, 3, 4, 5, 6, tzinfo=dt.UTC)
+    ]  # fmt: skip
+    assert [_json(r["context"]) for r in got] == [
+        {"nested": {"k": ["v", 1]}, "n": 0}, {"nested": {"k": ["v", 1]}, "n": 1}
+    ]  # fmt: skip
+    assert {r["status"] for r in got} == {Status.QUEUED}
