@@ -13,7 +13,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from suuupra.notes.v1 import notes_service_pb2 as pb
 from suuupra.notes.v1 import notes_service_pb2_grpc as rpc
 
-from services.notes.tests.harness import NotesHarness, User, eventually, notes_server
+from services.notes.tests.harness import NotesHarness, User, notes_server
+from suuupra_runtime.testing.polling import eventually
 from suuupra_runtime.testing.rpc_errors import error_reason, rid
 
 Kind = pb.WatchNoteResponse
