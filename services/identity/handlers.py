@@ -9,6 +9,7 @@ Mutating use cases come in the form `async def x(uow, actor, ...)` so api.py can
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import uuid
@@ -27,6 +28,7 @@ from services.identity.keys import (
     Sealer,
     issue_access_token,
 )
+from services.identity.user_cache import UserCache
 from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.errors import (
     Aborted,
@@ -133,9 +135,11 @@ class Identity:
         emit: EventSink,
         *,
         reads: store.FastReads | None = None,
+        user_cache: UserCache[UserView] | None = None,
     ) -> None:
         self.db = db
         self.reads = reads
+        self.user_cache = user_cache
         self.config = config
         self.hashing = hashing
         self.keys = keys
@@ -270,8 +274,8 @@ class Identity:
         )
         await store.insert_user(uow.session, user)
         for role in new.roles:
-            await store.insert_assignment(
-                uow.session,
+            await self._insert_assignment(
+                uow,
                 assignment_id=_new_id(),
                 tenant_id=tenant_id,
                 user_id=user.user_id,
@@ -540,18 +544,67 @@ class Identity:
     async def get_user(self, actor: Actor, user_id: str) -> UserView:
         return await self._fast_view(actor.require_tenant(), user_id)
 
+    # --- writes that change a user's view: read your own writes at once -----------------------
+
+    def _user_changed(self, uow: UnitOfWork, tenant_id: str, user_id: str) -> None:
+        """Drop the user's cached view when `uow` commits, so the next read in this process sees
+        the change; other replicas hear the triggers' notice (migration 0002) a moment later."""
+        if self.user_cache is not None:
+            uow.after_commit(
+                functools.partial(self.user_cache.invalidate, f"{tenant_id}:{user_id}")
+            )
+
+    async def _save_user(self, uow: UnitOfWork, user: store.UserRow, expected_version: int) -> bool:
+        self._user_changed(uow, user.tenant_id, user.user_id)
+        return await store.save_user(uow.session, user, expected_version)
+
+    async def _insert_assignment(
+        self,
+        uow: UnitOfWork,
+        *,
+        assignment_id: str,
+        tenant_id: str,
+        user_id: str,
+        role_name: str,
+        scope: str,
+        now: datetime,
+    ) -> bool:
+        self._user_changed(uow, tenant_id, user_id)
+        return await store.insert_assignment(
+            uow.session,
+            assignment_id=assignment_id,
+            tenant_id=tenant_id,
+            user_id=user_id,
+            role_name=role_name,
+            scope=scope,
+            now=now,
+        )
+
+    async def _delete_assignment(
+        self, uow: UnitOfWork, tenant_id: str, user_id: str, role_name: str, scope: str
+    ) -> bool:
+        self._user_changed(uow, tenant_id, user_id)
+        return await store.delete_assignment(uow.session, tenant_id, user_id, role_name, scope)
+
     async def get_current_user(self, actor: Actor) -> UserView:
         tenant_id, user_id = actor.require_user()
         return await self._fast_view(tenant_id, user_id)
 
     async def _fast_view(self, tenant_id: str, user_id: str) -> UserView:
-        if self.reads is None:
+        reads = self.reads
+        if reads is None:
             async with self.db.engine.connect() as conn:
                 return await self._view(conn, await self._user(conn, tenant_id, user_id))
-        found = await self.reads.user_with_roles(tenant_id, user_id)
-        if found is None:
+
+        async def load() -> UserView | None:
+            found = await reads.user_with_roles(tenant_id, user_id)
+            return None if found is None else UserView(found[0], tuple(found[1]))
+
+        cache = self.user_cache
+        view = await (load() if cache is None else cache.get(tenant_id, user_id, load))
+        if view is None:
             raise NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND")
-        return UserView(found[0], tuple(found[1]))
+        return view
 
     async def list_users(
         self,
@@ -616,7 +669,7 @@ class Identity:
             return await self._view(uow.session, user)
         now = domain.utcnow()
         updated = replace(updated, version=user.version + 1, updated_at=now)
-        if not await store.save_user(uow.session, updated, user.version):
+        if not await self._save_user(uow, updated, user.version):
             raise Aborted("the user changed since you read it", reason="ETAG_MISMATCH")
         self._emit(
             uow,
@@ -656,7 +709,7 @@ class Identity:
             raise FailedPrecondition("you cannot deactivate yourself", reason="SELF_DEACTIVATION")
         now = domain.utcnow()
         updated = replace(user, status=target, version=user.version + 1, updated_at=now)
-        if not await store.save_user(uow.session, updated, user.version):
+        if not await self._save_user(uow, updated, user.version):
             raise Aborted("the user changed since you read it", reason="ETAG_MISMATCH")
         if target is not domain.UserStatus.ACTIVE:
             await store.revoke_sessions(uow.session, tenant_id, user_id, now, target.value)
@@ -691,7 +744,7 @@ class Identity:
         )
         now = domain.utcnow()
         updated = replace(user, password_hash=new_hash, version=user.version + 1, updated_at=now)
-        if not await store.save_user(uow.session, updated, user.version):
+        if not await self._save_user(uow, updated, user.version):
             raise Aborted("the user changed concurrently", reason="ETAG_MISMATCH")
         await store.revoke_sessions(
             uow.session,
@@ -786,7 +839,7 @@ class Identity:
                 version=user.version + 1,
                 updated_at=now,
             )
-            await store.save_user(uow.session, updated, user.version)
+            await self._save_user(uow, updated, user.version)
             await store.revoke_sessions(
                 uow.session, user.tenant_id, user.user_id, now, "password_reset"
             )
@@ -832,7 +885,7 @@ class Identity:
             user = await self._user(uow.session, row.tenant_id, row.token.user_id, for_update=True)
             await store.use_one_time_token(uow.session, row.tenant_id, token_hash, now)
             updated = replace(user, email_verified=True, version=user.version + 1, updated_at=now)
-            await store.save_user(uow.session, updated, user.version)
+            await self._save_user(uow, updated, user.version)
             await self._audit(
                 uow,
                 user.tenant_id,
@@ -978,8 +1031,8 @@ class Identity:
         async with self.db.unit_of_work(tenant_id=user.tenant_id) as uow:
             current = await self._user(uow.session, user.tenant_id, user.user_id, for_update=True)
             if current.password_hash == user.password_hash:
-                await store.save_user(
-                    uow.session,
+                await self._save_user(
+                    uow,
                     replace(current, password_hash=new_hash, version=current.version + 1),
                     current.version,
                 )
@@ -1074,8 +1127,8 @@ class Identity:
                 step = domain.verify_totp(secret, totp_code, now, user.totp_last_step)
                 if step is not None:
                     verified = True
-                    await store.save_user(
-                        uow.session,
+                    await self._save_user(
+                        uow,
                         replace(user, totp_last_step=step, version=user.version + 1),
                         user.version,
                     )
@@ -1230,8 +1283,8 @@ class Identity:
             user = await self._user(uow.session, tenant_id, user_id, for_update=True)
             if user.mfa_enabled:
                 raise FailedPrecondition("MFA is already enabled", reason="MFA_ALREADY_ENABLED")
-            await store.save_user(
-                uow.session,
+            await self._save_user(
+                uow,
                 replace(
                     user,
                     totp_pending_secret=self._seal_totp(user_id, secret),
@@ -1259,8 +1312,8 @@ class Identity:
             await store.replace_recovery_codes(
                 uow.session, tenant_id, user_id, [domain.sha256_hex(c) for c in codes], now
             )
-            await store.save_user(
-                uow.session,
+            await self._save_user(
+                uow,
                 replace(
                     user,
                     totp_secret=user.totp_pending_secret,
@@ -1294,8 +1347,8 @@ class Identity:
             else:
                 failed = False
                 await store.replace_recovery_codes(uow.session, tenant_id, user_id, [], now)
-                await store.save_user(
-                    uow.session,
+                await self._save_user(
+                    uow,
                     replace(
                         current,
                         totp_secret=None,
@@ -1381,8 +1434,8 @@ class Identity:
             raise _invalid("scope", "must be '<collection>/<id>' or empty")
         await self._validate_roles(uow.session, tenant_id, [role_name], actor)
         assignment_id, now = _new_id(), domain.utcnow()
-        if not await store.insert_assignment(
-            uow.session,
+        if not await self._insert_assignment(
+            uow,
             assignment_id=assignment_id,
             tenant_id=tenant_id,
             user_id=user_id,
@@ -1414,7 +1467,7 @@ class Identity:
             raise PermissionDenied(
                 "only platform admins revoke platform_admin", reason="ROLE_NOT_GRANTABLE"
             )
-        if not await store.delete_assignment(uow.session, tenant_id, user_id, role_name, scope):
+        if not await self._delete_assignment(uow, tenant_id, user_id, role_name, scope):
             raise NotFound("no such role assignment", reason="ASSIGNMENT_NOT_FOUND")
         now = domain.utcnow()
         self._emit(uow, domain.RoleChanged(tenant_id, user_id, role_name, scope, False, now))

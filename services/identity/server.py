@@ -12,12 +12,14 @@ from services.identity.api import SERVICE_NAMES, register_all
 from services.identity.config import IdentityConfig
 from services.identity.credentials import PasswordHashing
 from services.identity.events import OutboxEvents
-from services.identity.handlers import Identity
+from services.identity.handlers import Identity, UserView
 from services.identity.keyring import KeyRing
 from services.identity.keys import Sealer
+from services.identity.user_cache import USER_CHANGED_CHANNEL, UserCache
 from suuupra_runtime.auth import JwtVerifier
 from suuupra_runtime.db import Database, migrations_applied, prepare_service_database
 from suuupra_runtime.events import NatsLink, OutboxRelay, StreamSpec
+from suuupra_runtime.pg_listen import PgListener
 from suuupra_runtime.server import ServiceDefinition
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,6 +35,7 @@ class Wiring:
     identity: Identity
     database: Database
     database_url: str
+    user_changes: PgListener
 
 
 async def prepare_database(server_url: str) -> str:
@@ -49,7 +52,12 @@ async def build_wiring(
     keys = KeyRing(db, Sealer("kek", config.key_encryption_key), config)
     events = OutboxEvents(Sealer(config.delivery_key_id, config.delivery_key))
     reads = await store.FastReads.connect(database_url)
-    identity = Identity(db, config, hashing, keys, events.emit, reads=reads)
+    # "Get my user" from memory while the triggers' change notices reach this process.
+    cache: UserCache[UserView] = UserCache(lambda: listener.listening)
+    listener = PgListener(
+        database_url, USER_CHANGED_CHANNEL, cache.invalidate, on_connected=cache.reset
+    )
+    identity = Identity(db, config, hashing, keys, events.emit, reads=reads, user_cache=cache)
     relay = OutboxRelay(db, nats_url)
     link = NatsLink(nats_url, name=SERVICE, streams=[STREAM])
 
@@ -70,6 +78,7 @@ async def build_wiring(
         await relay.close()
         await link.close()
         await reads.close()
+        await listener.close()
         await db.dispose()
 
     definition = ServiceDefinition(
@@ -78,7 +87,7 @@ async def build_wiring(
         service_names=SERVICE_NAMES,
         readiness=[db.ping, migrations_ready, link.ready, keys_ready],
         on_start=[keys.load],
-        background=[link.maintain, relay.run, keys.refresh_forever],
+        background=[link.maintain, relay.run, keys.refresh_forever, listener.run],
         on_stop=[close],
         http_routes={
             "/.well-known/jwks.json": jwks_route,
@@ -94,7 +103,7 @@ async def build_wiring(
             min_refetch_interval_seconds=0.0,
         ),
     )
-    return Wiring(definition, identity, db, database_url)
+    return Wiring(definition, identity, db, database_url, listener)
 
 
 async def build() -> ServiceDefinition:

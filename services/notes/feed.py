@@ -17,10 +17,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterator
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
 from services.notes.store import CHANGES_CHANNEL
+from suuupra_runtime.pg_listen import PgListener
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +46,20 @@ class Subscription:
 
 class ChangeFeed:
     def __init__(self, database_url: str, *, retry_seconds: float = 1.0) -> None:
-        # asyncpg wants a plain libpq-style URL, not SQLAlchemy's `postgresql+asyncpg://`.
-        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
-        self._retry_seconds = retry_seconds
+        # After a (re)connect every watcher re-checks: notifications sent meanwhile are lost.
+        self.listener = PgListener(
+            database_url,
+            CHANGES_CHANNEL,
+            self.dispatch,
+            on_connected=self._ring_all,
+            retry_seconds=retry_seconds,
+        )
         self._by_note: dict[tuple[str, str], set[Subscription]] = defaultdict(set)
         self._by_user: dict[tuple[str, str], set[Subscription]] = defaultdict(set)
-        self._conn: asyncpg.Connection | None = None
         self.draining = False
 
     async def ready(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
+        return self.listener.listening
 
     def subscribe(self, tenant_id: str, note_id: str, user_id: str) -> Subscription:
         sub = Subscription(self, tenant_id, note_id, user_id)
@@ -110,43 +112,9 @@ class ChangeFeed:
         self.draining = True
         self._ring_all()
 
-    def _on_notification(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        self.dispatch(payload)
-
     async def run(self) -> None:
-        """Keep a LISTEN connection open until cancelled (background task)."""
-        while True:
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(CHANGES_CHANNEL, self._on_notification)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("change feed cannot LISTEN yet; retrying", exc_info=True)
-                await asyncio.sleep(self._retry_seconds)
-                continue
-            self._conn = conn
-            self._ring_all()  # anything may have changed while we were not listening
-            try:
-                while not lost.is_set():
-                    # Termination listeners do not fire for every kind of loss (a half-open
-                    # socket); a cheap query every few seconds finds those too.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), timeout=5.0)
-                    if not lost.is_set():
-                        try:
-                            await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=5.0)
-                        except (asyncpg.PostgresError, OSError, TimeoutError):
-                            lost.set()
-            finally:
-                self._conn = None
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(conn.close(timeout=2))
-            log.warning("change feed lost its LISTEN connection; reconnecting")
+        """Keep the LISTEN connection open until cancelled (background task)."""
+        await self.listener.run()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close(timeout=2)
+        await self.listener.close()

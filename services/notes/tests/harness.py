@@ -5,11 +5,10 @@ the permissions identity really grants, and helpers to publish courses' enrollme
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import nats
@@ -25,6 +24,7 @@ from services.notes.server import COURSES_STREAM, MIGRATIONS, Wiring, build_wiri
 from suuupra_runtime.events import provision_streams
 from suuupra_runtime.events.headers import MSG_ID, outbound_headers
 from suuupra_runtime.testing.harness import RunningService, fresh_service_database, running_service
+from suuupra_runtime.testing.polling import eventually
 from suuupra_runtime.testing.rpc_errors import rid
 from suuupra_runtime.testing.tokens import TestIssuer, bearer
 
@@ -160,17 +160,6 @@ def _ts(value: dt.datetime) -> Timestamp:
     out = Timestamp()
     out.FromDatetime(value)
     return out
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    """Poll `check` until it returns True; fail after `within` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        if await check():
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within}s")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,8 @@ from suuupra.notes.v1 import note_pb2
 from suuupra.notes.v1 import notes_events_pb2 as ev
 from suuupra.notes.v1 import notes_service_pb2 as pb
 
-from services.notes.tests.harness import NotesHarness, User, eventually
+from services.notes.tests.harness import NotesHarness, User
+from suuupra_runtime.testing.polling import eventually
 from suuupra_runtime.testing.rpc_errors import error_reason, field_violations, rid
 
 

@@ -13,7 +13,8 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from suuupra.notes.v1 import notes_service_pb2 as pb
 from suuupra.notes.v1 import notes_service_pb2_grpc as rpc
 
-from services.notes.tests.harness import NotesHarness, User, eventually, notes_server
+from services.notes.tests.harness import NotesHarness, User, notes_server
+from suuupra_runtime.testing.polling import eventually
 from suuupra_runtime.testing.rpc_errors import error_reason, rid
 
 Kind = pb.WatchNoteResponse
@@ -165,13 +166,13 @@ async def test_watchers_survive_a_lost_listen_connection(notes: NotesHarness) ->
     call = _watch(notes.stub, bob, note.note_id)
     assert (await _next(call)).kind == Kind.KIND_SNAPSHOT
 
-    feed = notes.wiring.feed
-    assert feed._conn is not None
-    lost_pid = feed._conn.get_server_pid()
+    listener = notes.wiring.feed.listener
+    lost_pid = listener.server_pid
+    assert lost_pid is not None
     assert await notes.scalar(f"SELECT pg_terminate_backend({int(lost_pid)})")
 
     async def relistening() -> bool:
-        return feed._conn is not None and feed._conn.get_server_pid() != lost_pid
+        return listener.server_pid not in (None, lost_pid)
 
     await eventually(relistening)
     await _update(notes.stub, ada, note.note_id, note.etag, "after the reconnect")
