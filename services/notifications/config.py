@@ -5,6 +5,11 @@ Secrets have public development defaults (they are in this file), so production 
 - `SUUUPRA_IDENTITY_DELIVERY_KEY` (+ `_KEY_ID`): the key identity seals reset/verification
   tokens with (base64 of 32 bytes; the same value identity has).
 - `SUUUPRA_NOTIFICATIONS_SIGNING_KEY`: base64 of 32 random bytes; signs unsubscribe links.
+
+Mail goes to `SUUUPRA_SMTP_ADDR` (host:port; the dev sink by default) with
+`SUUUPRA_SMTP_SECURITY` (tls | starttls | none; by default tls on 465, starttls on 587),
+`SUUUPRA_SMTP_USERNAME` / `SUUUPRA_SMTP_PASSWORD` for the relay's AUTH and `SUUUPRA_SMTP_CA_FILE`
+for a relay whose certificate a private CA signed.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ def _key(env: Mapping[str, str], name: str, default: str) -> bytes:
     return key
 
 
+def smtp_security_for(port: int) -> str:
+    """The usual security of an SMTP port: implicit TLS on 465, STARTTLS on submission (587)."""
+    return {465: "tls", 587: "starttls"}.get(port, "none")
+
+
 @dataclass(frozen=True)
 class NotificationsConfig:
     delivery_key_id: str = "dev"
@@ -44,6 +54,11 @@ class NotificationsConfig:
     # SMTP server mail is handed to (the dev platform's sink by default).
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 17425
+    # "tls" (465), "starttls" (587) or "none"; `smtp_security_for` picks by port when unset.
+    smtp_security: str = "none"
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_ca_file: str = ""  # a private relay's CA bundle; default: the system's
     mail_from: str = "Suuupra <no-reply@suuupra.local>"
     # Twilio-compatible SMS API and FCM-like push API; unset = channel not configured.
     sms_api_url: str = ""
@@ -74,6 +89,10 @@ class NotificationsConfig:
             signing_key=_key(e, "SUUUPRA_NOTIFICATIONS_SIGNING_KEY", _DEV_SIGNING),
             smtp_host=host or cls.smtp_host,
             smtp_port=int(port),
+            smtp_security=e.get("SUUUPRA_SMTP_SECURITY") or smtp_security_for(int(port)),
+            smtp_username=e.get("SUUUPRA_SMTP_USERNAME", ""),
+            smtp_password=e.get("SUUUPRA_SMTP_PASSWORD", ""),
+            smtp_ca_file=e.get("SUUUPRA_SMTP_CA_FILE", ""),
             mail_from=e.get("SUUUPRA_NOTIFICATIONS_MAIL_FROM", cls.mail_from),
             sms_api_url=e.get("SUUUPRA_NOTIFICATIONS_SMS_API_URL", ""),
             sms_account_sid=e.get("SUUUPRA_NOTIFICATIONS_SMS_ACCOUNT_SID", cls.sms_account_sid),

@@ -56,7 +56,15 @@ async def prepare_database(server_url: str) -> str:
 
 def default_providers(config: NotificationsConfig) -> dict[Channel, Provider]:
     providers: dict[Channel, Provider] = {
-        Channel.EMAIL: SmtpEmail(config.smtp_host, config.smtp_port, config.mail_from)
+        Channel.EMAIL: SmtpEmail(
+            config.smtp_host,
+            config.smtp_port,
+            config.mail_from,
+            security=config.smtp_security,
+            username=config.smtp_username,
+            password=config.smtp_password,
+            ca_file=config.smtp_ca_file,
+        )
     }
     if config.sms_api_url:
         providers[Channel.SMS] = TwilioSms(
