@@ -101,6 +101,9 @@ class ServiceSpec:
     upstreams: tuple[str, ...]
     http_paths: tuple[str, ...]
     callers: tuple[CallerRule, ...]
+    external_ports: tuple[int, ...] = ()
+    """TCP ports the app dials outside the cluster (SMTP relay, provider APIs, object storage);
+    the only egress beyond the mesh, PostgreSQL and NATS that its NetworkPolicy opens."""
 
     @property
     def app_port(self) -> int:
@@ -393,6 +396,7 @@ class _Parser:
                 "upstreams",
                 "http_paths",
                 "callers",
+                "external_ports",
             },
         )
         block = self.integer(
@@ -412,6 +416,18 @@ class _Parser:
             self.fail(f"{field}.grpc_packages", "must list at least one package")
         upstreams = self.strings(m.get("upstreams"), f"{field}.upstreams")
         http_paths = self.strings(m.get("http_paths"), f"{field}.http_paths", re.compile(r"^/"))
+        raw_ports = m.get("external_ports") or []
+        if not isinstance(raw_ports, list):
+            self.fail(f"{field}.external_ports", "must be a list of TCP ports")
+            raw_ports = []
+        external_ports = tuple(
+            sorted(
+                {
+                    self.integer(port, f"{field}.external_ports[{i}]", 1, 65535)
+                    for i, port in enumerate(raw_ports)
+                }
+            )
+        )
         callers: list[CallerRule] = []
         raw_callers = m.get("callers") or []
         if not isinstance(raw_callers, list):
@@ -443,6 +459,7 @@ class _Parser:
             upstreams=upstreams,
             http_paths=http_paths,
             callers=tuple(callers),
+            external_ports=external_ports,
         )
 
     def cross_checks(

@@ -176,6 +176,16 @@ def _peers(rules: Iterable[Obj], direction: str, port: int) -> set[str]:
     return found
 
 
+def _outside_ports(rules: Iterable[Obj]) -> set[Any]:
+    """Ports on which rules admit peers outside the namespace's pods (ipBlock, other namespaces)."""
+    return {
+        port.get("port")
+        for rule in rules
+        if any("ipBlock" in peer or "namespaceSelector" in peer for peer in rule.get("to", []))
+        for port in rule.get("ports", [{"port": "<any>"}])
+    }
+
+
 def _policies_for(policies: Sequence[Obj], workload: str) -> list[Obj]:
     return [p for p in policies if _selects(p).get(NAME_LABEL) == workload]
 
@@ -226,6 +236,12 @@ def network_policy_problems(objects: Sequence[Obj], topology: Topology) -> list[
             problems.append(f"{where}: PostgreSQL egress {has_pg}, database {spec.database!r}")
         if NATS_NAME not in _peers(egress, "to", NATS_CLIENT_PORT):
             problems.append(f"{where}: no egress to NATS")
+        outside = _outside_ports(egress)
+        if outside != set(spec.external_ports):
+            problems.append(
+                f"{where}: egress beyond the cluster's pods on {sorted(outside)}, "
+                f"topology external_ports {list(spec.external_ports)}"
+            )
     edge = _policies_for(policies, EDGE)
     if len(edge) != 1:
         problems.append(f"edge: expected one NetworkPolicy, found {len(edge)}")

@@ -30,8 +30,8 @@ def _peer(workload: str) -> Manifest:
     return {"podSelector": {"matchLabels": {NAME_LABEL: workload}}}
 
 
-def _tcp(port: int) -> list[Manifest]:
-    return [{"protocol": "TCP", "port": port}]
+def _tcp(*ports: int) -> list[Manifest]:
+    return [{"protocol": "TCP", "port": port} for port in ports]
 
 
 def allowed_callers(topology: Topology, service: ServiceSpec) -> list[str]:
@@ -48,7 +48,8 @@ def allowed_callers(topology: Topology, service: ServiceSpec) -> list[str]:
 def service_network_policy(topology: Topology, service: ServiceSpec) -> Manifest:
     """Ingress: exactly the topology's callers (and JWKS readers), on the mTLS port. Egress: the
     upstream sidecars and the JWKS publisher's (`Topology.mesh_peers`), PostgreSQL (if the service
-    has a database) and NATS. DNS comes from base/allow-dns."""
+    has a database), NATS, and the topology's `external_ports` to addresses outside the cluster's
+    pods (an SMTP relay, provider APIs, S3). DNS comes from base/allow-dns."""
     callers = allowed_callers(topology, service)
     ingress = [{"from": [_peer(c) for c in callers], "ports": _tcp(MTLS_PORT)}] if callers else []
     egress: list[Manifest] = []
@@ -60,6 +61,10 @@ def service_network_policy(topology: Topology, service: ServiceSpec) -> Manifest
             {"to": [{"podSelector": {"matchLabels": dict(PG_SELECTOR)}}], "ports": _tcp(PG_PORT)}
         )
     egress.append({"to": [_peer(NATS_NAME)], "ports": _tcp(NATS_CLIENT_PORT)})
+    if service.external_ports:
+        egress.append(
+            {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _tcp(*service.external_ports)}
+        )
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

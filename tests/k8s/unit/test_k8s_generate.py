@@ -7,7 +7,8 @@ from typing import Any
 import yaml
 
 from suuupra_runtime.mesh.sidecars import PROXY_NICE
-from suuupra_runtime.mesh.topology import Topology
+from suuupra_runtime.mesh.topology import Topology, parse_topology
+from tests.k8s.conftest import sample_topology_data
 from tools.k8s import audit
 from tools.k8s.layout import MTLS_PORT, NAME_LABEL, PG_SELECTOR
 from tools.k8s.policies import edge_network_policy, service_network_policy
@@ -72,6 +73,37 @@ def test_network_policy_egress_follows_upstreams_and_database(sample_topology: T
     assert _egress_names(search, 5432) == set()
     identity = service_network_policy(sample_topology, sample_topology.services["identity"])
     assert _egress_names(identity, MTLS_PORT) == set()
+
+
+def test_only_declared_external_ports_leave_the_cluster() -> None:
+    data = sample_topology_data()
+    data["services"]["search"]["external_ports"] = [587, 443]
+    topology = parse_topology(data)
+    search = service_network_policy(topology, topology.services["search"])
+    outside = [
+        rule for rule in search["spec"]["egress"] if any("ipBlock" in peer for peer in rule["to"])
+    ]
+    assert [p["port"] for rule in outside for p in rule["ports"]] == [443, 587]
+    courses = service_network_policy(topology, topology.services["courses"])
+    assert not any("ipBlock" in peer for r in courses["spec"]["egress"] for peer in r["to"])
+    deny = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "default-deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    }
+    policies = [
+        doc
+        for path, text in render_tree(topology).items()
+        if path.endswith("networkpolicy.yaml") and path.startswith(("services/", "edge/"))
+        for doc in _docs(text)
+    ]
+    assert audit.network_policy_problems([deny, *policies], topology) == []
+    widened = next(p for p in policies if p["metadata"]["name"] == "search")
+    widened["spec"]["egress"][-1]["ports"].append({"protocol": "TCP", "port": 22})
+    assert audit.network_policy_problems([deny, *policies], topology) == [
+        "NetworkPolicy for search: egress beyond the cluster's pods on [22, 443, 587], "
+        "topology external_ports [443, 587]"
+    ]
 
 
 def test_edge_reaches_only_services_that_accept_it(sample_topology: Topology) -> None:

@@ -192,3 +192,15 @@ def test_the_smtp_sink_port_is_optional_and_checked_for_collisions() -> None:
     )
     data["infrastructure"]["smtp_port"] = "twenty"
     assert "infrastructure.smtp_port: must be an integer" in problems(data)
+
+
+def test_external_ports_are_checked_and_default_to_none() -> None:
+    data = base()
+    name = next(iter(data["services"]))
+    assert parse_topology(data).services[name].external_ports == ()
+    data["services"][name]["external_ports"] = [587, 25, 587]
+    assert parse_topology(data).services[name].external_ports == (25, 587)
+    data["services"][name]["external_ports"] = [70000]
+    assert f"services.{name}.external_ports[0]: 70000 is outside 1..65535" in problems(data)
+    data["services"][name]["external_ports"] = 443
+    assert f"services.{name}.external_ports: must be a list of TCP ports" in problems(data)
