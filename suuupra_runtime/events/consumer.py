@@ -16,7 +16,11 @@ Fetching: `run()` asks JetStream for up to `batch_size` messages with `fetch_tim
 request's expiry. nats-py sends that pull request with `no_wait` and `expires`; the server
 (2.15) then waits up to `expires` only while nothing is pending, and ends the request with
 "no messages" as soon as it has delivered what was there. So a lone event is handled the moment
-it arrives, and under load each fetch returns the backlog, up to `batch_size`, in one go.
+it arrives, and under load each fetch returns the backlog, up to `batch_size`, in one go. A full
+batch signals a backlog: the next fetch then runs while that batch is handled (decoding messages
+is CPU work, handling mostly waits on the database); batches are still handled one at a time, in
+stream order. A consumer stopped with a batch fetched ahead leaves it unacked: JetStream
+redelivers it after `ack_wait_seconds`.
 
 A fetched batch is handled in ONE transaction: one multi-row insert of `inbox(consumer,
 event_id)` rows (the ids that conflict were handled before, or appear twice in the batch: those
@@ -182,17 +186,25 @@ class EventConsumer:
     async def _run_once(self) -> None:
         nc = await nats.connect(self.nats_url, name=f"suuupra-consumer-{self.durable}")
         sub: Any = None
+        ahead: asyncio.Future[list[Msg]] | None = None
         try:
             js = nc.jetstream()
             await js.add_consumer(self.stream, self.consumer_config())
             sub = await js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
             while True:
                 try:
-                    # Returns what is pending (up to batch_size) without waiting for more; waits
-                    # up to fetch_timeout only while nothing is (see the module docstring).
-                    messages = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
+                    if ahead is None:
+                        messages = await self._fetch(sub)
+                    else:
+                        pending, ahead = ahead, None
+                        messages = await pending
                 except (NatsTimeoutError, TimeoutError):
                     continue
+                if len(messages) >= self.batch_size:
+                    # A full batch means a backlog: the next one is fetched (decoding the
+                    # messages is CPU work) while this one waits on the database. Batches are
+                    # still handled one after the other, in stream order.
+                    ahead = asyncio.ensure_future(self._fetch(sub))
                 try:
                     await self.process_batch(messages)
                 except asyncio.CancelledError:
@@ -202,6 +214,11 @@ class EventConsumer:
                     # JetStream after ack_wait.
                     log.exception("consumer %s could not process a batch", self.durable)
         finally:
+            if ahead is not None:
+                # What it fetched and nobody handled is redelivered after ack_wait.
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
             # Unsubscribe before closing: draining a pull subscription after a short or
             # timed-out fetch hangs (nats-py 2.16).
             if sub is not None:
@@ -209,6 +226,12 @@ class EventConsumer:
                     await sub.unsubscribe()
             with contextlib.suppress(Exception):
                 await nc.close()
+
+    async def _fetch(self, sub: Any) -> list[Msg]:
+        """Up to batch_size messages: what is pending, without waiting for more; waits up to
+        fetch_timeout only while nothing is (see the module docstring)."""
+        messages: list[Msg] = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
+        return messages
 
     async def process(self, msg: Msg) -> Outcome:
         """Handle one message on its own (its own transaction)."""

@@ -605,3 +605,69 @@ async def _consumer_exists(env: Env, durable: str) -> bool:
 
 async def _truthy(value: Sequence[Any]) -> bool:
     return bool(value)
+
+
+async def test_a_backlog_is_fetched_ahead_but_handled_one_batch_at_a_time_in_order(
+    env: Env,
+) -> None:
+    """Full batches make the consumer fetch the next one while handling the current one: the
+    batches still run one after the other, in stream order, each event once."""
+    seen: list[str] = []
+    running = 0
+    most = 0
+
+    async def handler(event: Any, uow: UnitOfWork) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.002)  # the next fetch completes meanwhile
+        seen.append(event.note_id)
+        await record_effect(event, uow)
+        running -= 1
+
+    notes = [f"n{i:03d}" for i in range(60)]
+    await _published(env, ("t1", [NoteCreated(note_id=n) for n in notes]))
+    consumer = env.consumer({NoteCreated: handler}, batch_size=8)
+    env.start(consumer.run())
+    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    assert seen == notes
+    assert most == 1
+    assert await env.scalar("SELECT count(*) FROM effects") == 60
+    assert await env.scalar("SELECT count(DISTINCT what) FROM effects") == 60
+    info = await env.nc.jetstream().consumer_info(STREAM, consumer.durable)
+    assert info.num_redelivered == 0
+
+
+async def test_stopping_with_a_batch_fetched_ahead_loses_nothing(env: Env) -> None:
+    """Cancelled while one batch is being handled and the next is already fetched: both are
+    redelivered to the next consumer and applied once."""
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def stuck(event: Any, uow: UnitOfWork) -> None:
+        entered.set()
+        await release.wait()
+
+    notes = [f"n{i:02d}" for i in range(20)]
+    await _published(env, ("t1", [NoteCreated(note_id=n) for n in notes]))
+    first = env.consumer({NoteCreated: stuck}, batch_size=8, ack_wait_seconds=1.0)
+    task = env.start(first.run())
+    await asyncio.wait_for(entered.wait(), 15)
+    await asyncio.sleep(0.3)  # the batch fetched ahead has arrived
+    info = await env.nc.jetstream().consumer_info(STREAM, first.durable)
+    assert info.num_ack_pending == 16, "the next batch was not fetched ahead"
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert await env.scalar("SELECT count(*) FROM effects") == 0
+
+    second = env.consumer({NoteCreated: record_effect}, batch_size=8, ack_wait_seconds=1.0)
+    env.start(second.run())
+
+    async def all_applied() -> bool:
+        return bool(await env.scalar("SELECT count(*) FROM effects") == 20)
+
+    await wait_until(all_applied)
+    await wait_until(lambda: _consumer_idle(env, second.durable))
+    assert await env.scalar("SELECT count(DISTINCT what) FROM effects") == 20
+    assert await env.scalar("SELECT count(*) FROM effects") == 20
