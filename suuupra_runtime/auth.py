@@ -56,6 +56,8 @@ class Caller:
     session_id: str | None = None
     token_id: str | None = None
     spiffe_id: str | None = None
+    # When the user token stops being valid (Unix time; None without one). Streams end there.
+    expires_at: float | None = None
     # The verified bearer token, kept only so clients.py can forward it; never log it.
     raw_token: str | None = field(default=None, repr=False)
 
@@ -336,6 +338,7 @@ class JwtVerifier:
             permissions=_str_list(claims.get("perms"), "perms"),
             session_id=_optional_str(claims.get("sid"), "sid"),
             token_id=_optional_str(claims.get("jti"), "jti"),
+            expires_at=float(exp) + self.leeway_seconds,
             raw_token=token,
         )
         return caller, kid, float(exp)

@@ -210,7 +210,10 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 if rpc.authorization is not None:
                     rpc.caller = await self._authenticate(rpc)
                 request = self._admit(plan, rpc, request, request_streaming)
-                async for response in behavior(request, context):
+                responses = behavior(request, context)
+                if rpc.caller.expires_at is not None:
+                    responses = _until_expiry(responses, rpc.caller.expires_at)
+                async for response in responses:
                     yield response
             except BaseException as exc:
                 await self._fail(plan, rpc, exc, context)
@@ -405,6 +408,34 @@ def _malformed(plan: _Plan) -> InvalidArgument:
         f"the request is not a valid message for {plan.info.full_method}",
         reason="MALFORMED_REQUEST",
     )
+
+
+async def _until_expiry(responses: AsyncIterator[Any], expires_at: float) -> AsyncIterator[Any]:
+    """`responses` until the caller's token expires, then UNAUTHENTICATED: a stream is no way
+    around token expiry (a deactivated user's watch or live inbox ends with the token; the client
+    reconnects with a fresh one). The timeout covers only waiting for the next response, never the
+    time the response is being sent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + (expires_at - time.time())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline) as window:
+                    response = await anext(responses)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not window.expired():
+                    raise
+                raise Unauthenticated(
+                    "the access token expired during the stream; reconnect with a fresh token",
+                    reason="TOKEN_EXPIRED",
+                ) from None
+            yield response
+    finally:
+        aclose = getattr(responses, "aclose", None)
+        if aclose is not None:
+            await aclose()  # the handler's own cleanup (subscriptions) runs now, not at GC
 
 
 async def _checked_stream(plan: _Plan, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:

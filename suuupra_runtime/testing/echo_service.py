@@ -78,6 +78,8 @@ class EchoService(pb_grpc.EchoServiceServicer):
             if request.message == "!abort" and index == 1:
                 raise Aborted("stream aborted on request", reason="ECHO_ABORTED")
             yield pb.StreamEchoResponse(index=index, message=request.message)
+        if request.message == "!hold":
+            await asyncio.Event().wait()  # a live stream: open until the call ends
 
     async def Sleep(  # noqa: N802 (gRPC method names)
         self, request: pb.SleepRequest, context: Any

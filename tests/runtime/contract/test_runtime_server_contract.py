@@ -266,6 +266,29 @@ async def test_streaming_and_mid_stream_errors(channel: grpc.aio.Channel) -> Non
     assert first(details, error_details_pb2.ErrorInfo).reason == "ECHO_ABORTED"
 
 
+async def test_a_stream_ends_when_the_caller_s_token_expires(channel: grpc.aio.Channel) -> None:
+    stub = pb_grpc.EchoServiceStub(channel)
+    expiring = token([], exp=int(time.time()) + 2)
+    call = stub.StreamEcho(
+        pb.StreamEchoRequest(message="!hold", count=1),
+        metadata=(("authorization", f"Bearer {expiring}"),),
+    )
+    assert (await call.read()).index == 0
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await asyncio.wait_for(call.read(), timeout=10)
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    _, details = details_of(ended.value)
+    assert first(details, error_details_pb2.ErrorInfo).reason == "TOKEN_EXPIRED"
+    assert time.monotonic() - started < 4
+    # Without a user token nothing expires: the same stream stays open.
+    anonymous = stub.StreamEcho(pb.StreamEchoRequest(message="!hold", count=1))
+    assert (await anonymous.read()).index == 0
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(anonymous.read(), timeout=2.5)
+    anonymous.cancel()
+
+
 async def test_unexpected_exception_is_internal_without_leaks(channel: grpc.aio.Channel) -> None:
     stub = pb_grpc.EchoServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
