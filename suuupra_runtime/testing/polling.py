@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], within: float = 10.0, every: float = 0.05
+    check: Callable[[], Awaitable[bool]], within: float = 15.0, every: float = 0.05
 ) -> None:
     """Poll `check` until it returns True; fail after `within` seconds."""
     deadline = asyncio.get_running_loop().time() + within

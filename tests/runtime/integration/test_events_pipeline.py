@@ -35,6 +35,7 @@ from suuupra_runtime.events import (
     replay_stream,
 )
 from suuupra_runtime.events.consumer import EventHandler
+from suuupra_runtime.testing.polling import eventually
 from tests.runtime.integration.sample_events import (
     DOMAIN,
     STREAM,
@@ -85,14 +86,6 @@ class Env:
             return [uow.add_event(event) for event in events]
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 async def env(fresh_database: str, fresh_nats_url: str) -> AsyncIterator[Env]:
     await migrate(fresh_database, SERVICE_MIGRATIONS)
@@ -138,7 +131,7 @@ async def test_relay_crash_after_publish_then_restart_delivers_once(env: Env) ->
     assert await env.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
 
     env.start(env.consumer({NoteCreated: record_effect}).run())
-    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 3))
+    await eventually(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 3))
     await asyncio.sleep(0.3)
     assert await env.scalar("SELECT count(*) FROM effects") == 3
     assert await env.scalar("SELECT count(*) FROM inbox") == 3
@@ -164,7 +157,7 @@ async def test_duplicate_delivery_past_the_dedupe_window_is_absorbed_by_the_inbo
     assert await env.stream_messages() == 2
     consumer = env.consumer({NoteCreated: record_effect})
     env.start(consumer.run())
-    await wait_until(
+    await eventually(
         lambda: _consumer_idle(env, consumer.durable),
     )
     assert await env.scalar("SELECT count(*) FROM effects") == 1
@@ -197,7 +190,7 @@ async def test_handler_failing_once_is_redelivered_and_applied_once(env: Env) ->
     await relay.publish_pending()
     await relay.close()
     env.start(env.consumer({NoteCreated: flaky}).run())
-    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 1))
+    await eventually(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 1))
     assert attempts == [1, 2]
     await asyncio.sleep(0.3)
     assert await env.scalar("SELECT count(*) FROM effects") == 1
@@ -227,7 +220,7 @@ async def test_poison_message_is_dead_lettered_then_replayed_after_a_fix(env: En
     [event_id] = await env.emit(NoteCreated(note_id="poison"))
     env.start(env.relay(idle_poll_seconds=0.1).run())
     env.start(env.consumer({NoteCreated: indexer}, max_deliver=3).run())
-    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM dead_letters"), 1))
+    await eventually(lambda: _equals(env.scalar("SELECT count(*) FROM dead_letters"), 1))
 
     [letter] = await list_dead_letters(env.db, consumer="notes-projector")
     assert letter.event_id == event_id
@@ -247,7 +240,7 @@ async def test_poison_message_is_dead_lettered_then_replayed_after_a_fix(env: En
     replayed = await asyncio.to_thread(_cli, env, "replay", letter.id)
     assert replayed.returncode == 0, replayed.stderr
     assert json.loads(replayed.stdout)["replayed_at"] is not None
-    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 1))
+    await eventually(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 1))
     assert handled == [event_id]
 
     with pytest.raises(FailedPrecondition):
@@ -287,7 +280,7 @@ async def test_unknown_event_types_are_acked_and_skipped(env: Env) -> None:
     await relay.close()
     consumer = env.consumer({NoteCreated: record_effect})
     env.start(consumer.run())
-    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    await eventually(lambda: _consumer_idle(env, consumer.durable))
     info = await js.consumer_info(STREAM, consumer.durable)
     assert info.num_redelivered == 0
     assert await env.scalar("SELECT count(*) FROM effects") == 1
@@ -308,7 +301,7 @@ async def test_headers_and_trace_context_flow_into_follow_up_events(env: Env) ->
     # A 60 s poll interval: only the NOTIFY sent by the follow-up's commit can wake the relay.
     env.start(env.relay(idle_poll_seconds=60.0).run())
     env.start(env.consumer({NoteCreated: like_on_create}).run())
-    await wait_until(
+    await eventually(
         lambda: (
             _equals(env.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL"), 0)
             if len(seen) == 1
@@ -462,7 +455,7 @@ async def test_service_startup_helpers_and_consumer_waiting_for_its_stream(
                 async with db.engine.connect() as conn:
                     return bool(await conn.scalar(text("SELECT count(*) FROM effects")) == 1)
 
-            await wait_until(handled)
+            await eventually(handled)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -505,7 +498,7 @@ async def test_a_fetched_batch_is_handled_in_one_transaction_each_event_once(env
     )
     consumer = env.consumer({NoteCreated: handler}, batch_size=32)
     env.start(consumer.run())
-    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    await eventually(lambda: _consumer_idle(env, consumer.durable))
     assert await env.scalar("SELECT count(*) FROM effects") == 12
     assert await env.scalar("SELECT count(*) FROM inbox") == 12
     assert len(units) == 12
@@ -528,8 +521,8 @@ async def test_a_poison_event_sinks_only_itself_the_rest_of_its_batch_commits(en
     ids = await _published(env, ("t1", notes))
     consumer = env.consumer({NoteCreated: indexer}, max_deliver=2, batch_size=32)
     env.start(consumer.run())
-    await wait_until(lambda: _equals(env.scalar("SELECT count(*) FROM dead_letters"), 1))
-    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    await eventually(lambda: _equals(env.scalar("SELECT count(*) FROM dead_letters"), 1))
+    await eventually(lambda: _consumer_idle(env, consumer.durable))
     [letter] = await list_dead_letters(env.db, consumer=consumer.durable)
     assert letter.event_id == ids[2] and letter.attempts == 2
     async with env.db.engine.connect() as conn:
@@ -566,7 +559,7 @@ async def test_batch_handlers_get_consecutive_events_of_one_type_and_tenant(env:
         {NoteCreated: archive_on_create}, batch_handlers={NoteLiked: likes}, batch_size=32
     )
     env.start(consumer.run())
-    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    await eventually(lambda: _consumer_idle(env, consumer.durable))
     assert calls == [("a", ["l0", "l1", "l2"]), ("b", ["l3", "l4"]), ("a", ["l5"])]
     assert await env.scalar("SELECT count(*) FROM effects") == 6
     # The follow-up carries its own event's tenant, not the batch's first.
@@ -587,11 +580,11 @@ async def test_a_lone_event_does_not_wait_for_a_full_batch_or_the_fetch_timeout(
     consumer = env.consumer({NoteCreated: handler}, batch_size=32, fetch_timeout=5.0)
     env.start(consumer.run())
     # Let the consumer bind and park a pull request on the server.
-    await wait_until(lambda: _consumer_exists(env, consumer.durable))
+    await eventually(lambda: _consumer_exists(env, consumer.durable))
     await asyncio.sleep(0.3)
     published_at = asyncio.get_running_loop().time()
     await _published(env, ("t1", [NoteCreated(note_id="lone")]))
-    await wait_until(lambda: _truthy(handled_at), within=10)
+    await eventually(lambda: _truthy(handled_at), within=10)
     assert handled_at[0] - published_at < 1.0
 
 
@@ -629,7 +622,7 @@ async def test_a_backlog_is_fetched_ahead_but_handled_one_batch_at_a_time_in_ord
     await _published(env, ("t1", [NoteCreated(note_id=n) for n in notes]))
     consumer = env.consumer({NoteCreated: handler}, batch_size=8)
     env.start(consumer.run())
-    await wait_until(lambda: _consumer_idle(env, consumer.durable))
+    await eventually(lambda: _consumer_idle(env, consumer.durable))
     assert seen == notes
     assert most == 1
     assert await env.scalar("SELECT count(*) FROM effects") == 60
@@ -667,7 +660,7 @@ async def test_stopping_with_a_batch_fetched_ahead_loses_nothing(env: Env) -> No
     async def all_applied() -> bool:
         return bool(await env.scalar("SELECT count(*) FROM effects") == 20)
 
-    await wait_until(all_applied)
-    await wait_until(lambda: _consumer_idle(env, second.durable))
+    await eventually(all_applied)
+    await eventually(lambda: _consumer_idle(env, second.durable))
     assert await env.scalar("SELECT count(DISTINCT what) FROM effects") == 20
     assert await env.scalar("SELECT count(*) FROM effects") == 20
