@@ -366,9 +366,34 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._log.handle(record)
 
 
+class _RandomPool:
+    """Random bytes read from the OS 4 KiB at a time: a getrandom() syscall per RPC was ~2.5% of
+    a server's CPU. A forked child starts with a fresh pool, so processes never share ids."""
+
+    SIZE = 4096
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._bytes = b""
+        self._offset = 0
+
+    def take16(self) -> bytes:
+        if self._offset + 16 > len(self._bytes):
+            self._bytes, self._offset = os.urandom(self.SIZE), 0
+        start = self._offset
+        self._offset = start + 16
+        return self._bytes[start : start + 16]
+
+
+_random = _RandomPool()
+
+
 def _new_request_id() -> str:
     """A random (version 4) UUID string, ~4x cheaper than str(uuid.uuid4())."""
-    raw = bytearray(os.urandom(16))
+    raw = bytearray(_random.take16())
     raw[6] = (raw[6] & 0x0F) | 0x40
     raw[8] = (raw[8] & 0x3F) | 0x80
     h = raw.hex()
