@@ -5,7 +5,6 @@ first identity journey (log in as the demo admin, use the token, a forged token 
 from __future__ import annotations
 
 import http.client
-import struct
 import subprocess
 
 import grpc
@@ -15,6 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from suuupra.identity.v1 import identity_service_pb2 as identity_pb
 from suuupra.identity.v1 import identity_service_pb2_grpc as identity_grpc
 
+from tests.e2e.grpc_web import frame, parse_frames
 from tests.e2e.platform_process import GRPCURL, RunningPlatform
 from tools.demo_data import DEMO_ADMIN, DEMO_STUDENTS, DEMO_TENANT_SLUG
 
@@ -67,29 +67,6 @@ def test_grpcurl_lists_services_through_the_edge(platform: RunningPlatform) -> N
     assert "grpc.health.v1.Health" in listed
 
 
-def _grpc_web_frame(payload: bytes) -> bytes:
-    return struct.pack(">BI", 0, len(payload)) + payload
-
-
-def _grpc_web_frames(body: bytes) -> tuple[list[bytes], dict[str, str]]:
-    """Data frames and the trailers of a gRPC-Web response body."""
-    messages: list[bytes] = []
-    trailers: dict[str, str] = {}
-    offset = 0
-    while offset < len(body):
-        flags, length = struct.unpack(">BI", body[offset : offset + 5])
-        chunk = body[offset + 5 : offset + 5 + length]
-        offset += 5 + length
-        if flags & 0x80:
-            for line in chunk.decode().split("\r\n"):
-                if line:
-                    key, _, value = line.partition(":")
-                    trailers[key.strip().lower()] = value.strip()
-        else:
-            messages.append(chunk)
-    return messages, trailers
-
-
 def test_grpc_web_login_through_the_edge(platform: RunningPlatform) -> None:
     host, port = platform.edge.split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=15)
@@ -97,7 +74,7 @@ def test_grpc_web_login_through_the_edge(platform: RunningPlatform) -> None:
         connection.request(
             "POST",
             LOGIN,
-            body=_grpc_web_frame(_login_request().SerializeToString()),
+            body=frame(_login_request().SerializeToString()),
             headers={
                 "content-type": "application/grpc-web+proto",
                 "x-grpc-web": "1",
@@ -110,7 +87,7 @@ def test_grpc_web_login_through_the_edge(platform: RunningPlatform) -> None:
         connection.close()
     assert response.status == 200
     assert response.getheader("content-type", "").startswith("application/grpc-web")
-    messages, trailers = _grpc_web_frames(body)
+    messages, trailers = parse_frames(body)
     status = response.getheader("grpc-status") or trailers.get("grpc-status")
     assert status == "0", (status, trailers, response.getheaders())
     assert len(messages) == 1
