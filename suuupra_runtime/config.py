@@ -13,6 +13,7 @@
 | `SUUUPRA_JWT_AUDIENCE`               | `suuupra`          | required `aud` of access tokens   |
 | `SUUUPRA_JWKS_URL`                   | unset              | identity's JWKS; enables tokens   |
 | `SUUUPRA_LOG_LEVEL`                  | `INFO`             | JSON lines on stderr              |
+| `SUUUPRA_GRPC_POLLER_BATCH`          | `1`                | SCHED_BATCH for grpc's poller; `0` |
 
 `DATABASE_URL` and `NATS_URL` are read by the data helpers, not here. A malformed value raises
 `ValueError` naming the variable, so a misconfigured pod fails at start, not at first request.
@@ -51,6 +52,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def split_host_port(address: str, variable: str = "address") -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not host:
@@ -74,6 +86,8 @@ class ServerSettings:
     log_level: str = "INFO"
     keepalive_time_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
+    # grpc_poller.py: the poller thread must not preempt the event loop on a busy core.
+    batch_grpc_poller: bool = True
 
     @property
     def error_domain(self) -> str:
@@ -107,6 +121,7 @@ class ServerSettings:
             jwt_audience=env.get("SUUUPRA_JWT_AUDIENCE", "").strip() or cls.jwt_audience,
             jwks_url=env.get("SUUUPRA_JWKS_URL", "").strip() or None,
             log_level=log_level,
+            batch_grpc_poller=_flag(env, "SUUUPRA_GRPC_POLLER_BATCH", True),
         )
 
 

@@ -65,7 +65,7 @@ from suuupra_runtime.grpc_errors import domain_error_from_rpc_error, status_for
 from suuupra_runtime.logs import RPC_LOGGER, RpcLogRecord
 from suuupra_runtime.metrics import MethodMetrics, method_metrics
 from suuupra_runtime.tracing import context_from_headers, recording, tracer
-from suuupra_runtime.validation import validate
+from suuupra_runtime.validation import has_rules, validate
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _ANONYMOUS = auth.ANONYMOUS
@@ -146,7 +146,8 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return _Plan(
             info=info,
             metrics=method_metrics(info.service, info.method),
-            validate=not infrastructure,
+            validate=not infrastructure
+            and (info.request_type is None or has_rules(info.request_type.DESCRIPTOR)),
             quiet=infrastructure,
             public=info.access is not None and info.access.is_valid and info.access.public,
             span_attributes={
@@ -186,7 +187,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             rpc = self._begin(plan, context)
             try:
                 if rpc.authorization is not None:
-                    rpc.caller = await self._authenticate(rpc)
+                    rpc.caller = self._known_caller(rpc) or await self._authenticate(rpc)
                 request = self._admit(plan, rpc, request, request_streaming)
                 return await behavior(request, context)
             except BaseException as exc:
@@ -208,7 +209,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             rpc = self._begin(plan, context)
             try:
                 if rpc.authorization is not None:
-                    rpc.caller = await self._authenticate(rpc)
+                    rpc.caller = self._known_caller(rpc) or await self._authenticate(rpc)
                 request = self._admit(plan, rpc, request, request_streaming)
                 responses = behavior(request, context)
                 if rpc.caller.expires_at is not None:
@@ -273,6 +274,17 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         caller = Caller(spiffe_id=spiffe_id) if spiffe_id else _ANONYMOUS
         return _Rpc(request_id, span, caller, authorization)
 
+    def _known_caller(self, rpc: _Rpc) -> Caller | None:
+        """The caller of a token verified before (no await), else None: `_authenticate`
+        decides, and raises for anything malformed."""
+        if self._verifier is None or rpc.authorization is None:
+            return None
+        scheme, _, token = rpc.authorization.partition(" ")
+        user = self._verifier.cached(token)
+        if user is None or scheme.lower() != "bearer":
+            return None
+        return _with_peer(user, rpc.caller)
+
     async def _authenticate(self, rpc: _Rpc) -> Caller:
         caller = rpc.caller
         if rpc.authorization is None:
@@ -282,10 +294,7 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise Unauthenticated(
                 "this service cannot verify access tokens", reason="TOKEN_VERIFICATION_DISABLED"
             )
-        user = await self._verifier.verify(token)
-        if caller.spiffe_id is None:
-            return user  # verified users carry no SPIFFE id; skip the (slow) dataclass copy
-        return dataclasses.replace(user, spiffe_id=caller.spiffe_id)
+        return _with_peer(await self._verifier.verify(token), caller)
 
     def _admit(self, plan: _Plan, rpc: _Rpc, request: Any, request_streaming: bool) -> Any:
         if rpc.caller is not _ANONYMOUS:
@@ -364,6 +373,12 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 caller.tenant_id,
             )
             self._log.handle(record)
+
+
+def _with_peer(user: Caller, peer: Caller) -> Caller:
+    if peer.spiffe_id is None:
+        return user  # verified users carry no SPIFFE id; skip the (slow) dataclass copy
+    return dataclasses.replace(user, spiffe_id=peer.spiffe_id)
 
 
 class _RandomPool:

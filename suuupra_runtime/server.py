@@ -51,6 +51,7 @@ from grpc_reflection.v1alpha import reflection
 from suuupra_runtime import metrics
 from suuupra_runtime.auth import HttpJwksProvider, JwtVerifier
 from suuupra_runtime.config import ServerSettings, split_host_port
+from suuupra_runtime.grpc_poller import batch_grpc_poller
 from suuupra_runtime.http_endpoint import HttpEndpoint, HttpHandler, HttpRequestHandler
 from suuupra_runtime.interceptors import RuntimeInterceptor
 from suuupra_runtime.logs import configure_logging
@@ -188,6 +189,8 @@ class RuntimeServer:
             await self._http.start()
 
         await server.start()
+        if settings.batch_grpc_poller:
+            batch_grpc_poller()
         self._server = server
         self._tasks.append(asyncio.create_task(self._watch_readiness(), name="readiness"))
         for job in self.definition.background:

@@ -10,16 +10,53 @@ handlers only see messages that satisfy their `.proto` constraints. Field paths 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
 import protovalidate
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from suuupra_runtime.errors import FieldViolation, InvalidArgument
 
 # One validator per process: it caches the compiled rules of every message type it has seen.
 _validator = protovalidate.Validator()
+
+
+_RULES_PACKAGE = "buf.validate."
+
+
+def _declares_rules(options: Message) -> bool:
+    return any(
+        field.is_extension and field.full_name.startswith(_RULES_PACKAGE)
+        for field, _ in options.ListFields()
+    )
+
+
+@functools.cache
+def has_rules(descriptor: Descriptor) -> bool:
+    """Whether a message of this type can break any protovalidate rule: the type, one of its
+    oneofs or fields, or a message type it contains declares one. Without any, `validate` can
+    only pass, and the interceptor skips it (it costs a few µs per request otherwise)."""
+    return _has_rules(descriptor, set())
+
+
+def _has_rules(descriptor: Descriptor, seen: set[str]) -> bool:
+    if descriptor.full_name in seen:
+        return False  # a recursive type: its rules, if any, are found where the cycle starts
+    seen.add(descriptor.full_name)
+    if _declares_rules(descriptor.GetOptions()):
+        return True
+    if any(_declares_rules(oneof.GetOptions()) for oneof in descriptor.oneofs):
+        return True
+    for field in descriptor.fields:
+        if _declares_rules(field.GetOptions()):
+            return True
+        nested = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
+        if nested is not None and _has_rules(nested, seen):
+            return True
+    return False
 
 
 def _subscript(element: Any) -> str:
@@ -61,4 +98,4 @@ def validate(message: Message) -> None:
         raise InvalidArgument(violations, reason="INVALID_REQUEST")
 
 
-__all__ = ["field_path", "validate", "violations_of"]
+__all__ = ["field_path", "has_rules", "validate", "violations_of"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import urllib.request
 import uuid
@@ -22,6 +23,7 @@ from jwt.algorithms import OKPAlgorithm
 from suuupra.testing.v1 import echo_service_pb2 as pb
 from suuupra.testing.v1 import echo_service_pb2_grpc as pb_grpc
 
+from suuupra_runtime import grpc_poller
 from suuupra_runtime.auth import JwtVerifier
 from suuupra_runtime.config import ServerSettings
 from suuupra_runtime.grpc_errors import decode_status
@@ -435,3 +437,47 @@ async def test_one_json_log_line_per_rpc_without_secrets(
     text = json.dumps(line)
     assert bearer not in text and bearer.split(".")[2] not in text
     assert "payload-text" not in text
+
+
+async def test_a_verified_token_is_honoured_from_cache_only_with_the_bearer_scheme(
+    channel: grpc.aio.Channel,
+) -> None:
+    # The second call takes the interceptor's no-await path (a token verified before); the same
+    # token under another scheme, or a peer identity beside it, must still be decided correctly.
+    stub = pb_grpc.EchoServiceStub(channel)
+    good = token(["testing.echo.call"])
+    for scheme in ("Bearer", "bearer"):
+        response = await stub.ProtectedEcho(
+            pb.ProtectedEchoRequest(message="m"), metadata=(("authorization", f"{scheme} {good}"),)
+        )
+        assert response.caller == "user-7"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Echo(pb.EchoRequest(message="m"), metadata=(("authorization", f"Basic {good}"),))
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    both = (
+        ("authorization", f"Bearer {good}"),
+        ("x-forwarded-client-cert", f"Hash=ab;URI={SERVICE_PEER}"),
+    )
+    response = await stub.ProtectedEcho(pb.ProtectedEchoRequest(message="m"), metadata=both)
+    assert response.caller == "user-7"  # the user, with the service as the peer
+
+
+async def test_the_grpc_poller_thread_runs_without_wakeup_preemption() -> None:
+    poller = grpc_poller.poller_thread()
+    if poller is None or poller.native_id is None:  # grpc.aio starts it with the first server
+        srv = await _start(settings())
+        await srv.stop()
+        poller = grpc_poller.poller_thread()
+    assert poller is not None and poller.native_id is not None
+    os.sched_setscheduler(poller.native_id, os.SCHED_OTHER, os.sched_param(0))
+
+    off = await _start(settings(batch_grpc_poller=False))
+    try:
+        assert os.sched_getscheduler(poller.native_id) == os.SCHED_OTHER
+    finally:
+        await off.stop()
+    on = await _start(settings())
+    try:
+        assert os.sched_getscheduler(poller.native_id) == os.SCHED_BATCH
+    finally:
+        await on.stop()

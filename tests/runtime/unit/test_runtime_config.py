@@ -52,3 +52,11 @@ def test_overrides() -> None:
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
         ServerSettings.from_env("x", env={name: value})
+
+
+def test_grpc_poller_batch_flag() -> None:
+    assert ServerSettings.from_env("x", env={}).batch_grpc_poller is True
+    off = ServerSettings.from_env("x", env={"SUUUPRA_GRPC_POLLER_BATCH": "0"})
+    assert off.batch_grpc_poller is False
+    with pytest.raises(ValueError, match="SUUUPRA_GRPC_POLLER_BATCH"):
+        ServerSettings.from_env("x", env={"SUUUPRA_GRPC_POLLER_BATCH": "sometimes"})

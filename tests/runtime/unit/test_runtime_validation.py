@@ -47,3 +47,24 @@ def test_field_path_rendering_for_nested_repeated_and_map_fields() -> None:
     assert field_path(
         [FieldPathElement(field_name="flags", subscript=Oneof("bool_key", True))]
     ) == ("flags[true]")
+
+
+def test_has_rules_finds_rules_on_fields_oneofs_and_nested_messages() -> None:
+    from google.protobuf import struct_pb2
+    from suuupra.assessment.v1 import assessment_resources_pb2 as assessment
+    from suuupra.identity.v1 import identity_service_pb2 as identity
+
+    from suuupra_runtime.validation import has_rules
+
+    assert has_rules(pb.CreateNoteRequest.DESCRIPTOR)  # field rules
+    assert has_rules(identity.CompleteMfaLoginRequest.DESCRIPTOR)  # a required oneof
+    assert has_rules(assessment.Assignment.DESCRIPTOR)  # only inside a nested message
+    assert not has_rules(identity.GetCurrentUserRequest.DESCRIPTOR)  # nothing to check
+    assert not has_rules(struct_pb2.Struct.DESCRIPTOR)  # recursive type without rules ends
+
+
+def test_a_message_without_rules_cannot_fail_validation() -> None:
+    # What lets the interceptor skip protovalidate for such request types.
+    from suuupra.identity.v1 import identity_service_pb2 as identity
+
+    assert violations_of(identity.GetCurrentUserRequest()) == []
