@@ -34,6 +34,7 @@ from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import Unauthenticated
 from suuupra_runtime.idempotency import run_idempotent
+from suuupra_runtime.timestamps import optional_timestamp_pb as ts
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -108,14 +109,6 @@ async def _idempotent(
 
 # ---------------------------------------------------------------------------------------------
 # Mapping
-
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
 
 
 def dt(value: Timestamp) -> datetime:

@@ -21,12 +21,7 @@ from suuupra.courses.v1 import enrollment_enums_pb2 as enums
 from services.assessment import domain, store
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.events import EventHandler
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+from suuupra_runtime.timestamps import timestamp_pb as _ts
 
 
 def to_proto(event: domain.DomainEvent) -> tuple[Message, str]:

@@ -38,6 +38,7 @@ from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument
 from suuupra_runtime.idempotency import run_idempotent
+from suuupra_runtime.timestamps import optional_timestamp_pb as ts
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -76,14 +77,6 @@ def actor() -> domain.Actor:
 
 # ---------------------------------------------------------------------------------------------
 # Mapping helpers
-
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
 
 
 def time_of(message: Message, field: str) -> datetime | None:

@@ -11,10 +11,7 @@ often it is delivered or replayed.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.courses.v1 import courses_events_pb2 as ev
 from suuupra.courses.v1 import enrollment_enums_pb2 as enums
 from suuupra.identity.v1 import identity_events_pb2 as identity_ev
@@ -23,6 +20,7 @@ from services.courses import domain
 from services.courses.handlers import Courses
 from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.events import EventConsumer, StreamSpec
+from suuupra_runtime.timestamps import optional_timestamp_pb as ts
 
 IDENTITY_STREAM = StreamSpec.for_domain("identity")
 CONSUMER_NAME = "courses-identity-users"
@@ -40,14 +38,6 @@ STATUS_TO_PROTO = {
     domain.Status.WITHDRAWN: enums.ENROLLMENT_STATUS_WITHDRAWN,
     domain.Status.COMPLETED: enums.ENROLLMENT_STATUS_COMPLETED,
 }
-
-
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
 
 
 def to_proto(event: domain.DomainEvent) -> tuple[Message, str, str]:

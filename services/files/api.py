@@ -8,7 +8,6 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.files.v1 import file_pb2
 from suuupra.files.v1 import files_service_pb2 as pb
 from suuupra.files.v1 import files_service_pb2_grpc as rpc
@@ -20,6 +19,7 @@ from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument, PermissionDenied
 from suuupra_runtime.idempotency import run_idempotent
+from suuupra_runtime.timestamps import timestamp_pb as _ts
 
 SERVICE_NAME = "suuupra.files.v1.FileService"
 SERVICE_NAMES = [SERVICE_NAME]
@@ -43,12 +43,6 @@ def principal() -> Principal:
         is_admin=ADMIN_PERMISSION in caller.permissions,
         service=service,
     )
-
-
-def _ts(value: Any) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def file_message(view: FileView) -> file_pb2.File:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.files.v1 import files_events_pb2 as ev
 
 from services.files.handlers import DeletedEvent, StoredEvent
 from suuupra_runtime.db import UnitOfWork
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+from suuupra_runtime.timestamps import timestamp_pb as _ts
 
 
 def emit(uow: UnitOfWork, event: StoredEvent | DeletedEvent) -> None:

@@ -6,21 +6,13 @@ notifications service shares; the associated data binds the ciphertext to the ev
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.identity.v1 import identity_events_pb2 as ev
 
 from services.identity import domain
 from services.identity.keys import Sealer
 from suuupra_runtime.db import UnitOfWork
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
+from suuupra_runtime.timestamps import timestamp_pb as _ts
 
 
 def open_sealed_token(sealer: Sealer, sealed: ev.SealedToken, user_id: str) -> str | None:

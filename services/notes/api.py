@@ -9,13 +9,11 @@ outbox events, its change notification and the stored response commit together.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.notes.v1 import note_pb2
 from suuupra.notes.v1 import notes_events_pb2 as events_pb
 from suuupra.notes.v1 import notes_service_pb2 as pb
@@ -27,6 +25,7 @@ from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import PermissionDenied
 from suuupra_runtime.idempotency import run_idempotent
+from suuupra_runtime.timestamps import timestamp_pb as _ts
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -57,12 +56,6 @@ def actor() -> Actor:
         # Notes belong to people; a service identity has no notes of its own.
         raise PermissionDenied("notes need an end user's token", reason="END_USER_REQUIRED")
     return Actor(user_id=caller.subject, tenant_id=caller.tenant_id)
-
-
-def _ts(value: datetime) -> Timestamp:
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
 
 
 def note_pb(view: NoteView) -> note_pb2.Note:

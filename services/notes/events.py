@@ -17,6 +17,7 @@ from services.notes import domain
 from services.notes.handlers import Notes
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.events import EventEnvelope, EventHandler, current_envelope, replay_stream
+from suuupra_runtime.timestamps import timestamp_pb as _ts
 
 COHORT_CONSUMER = "notes-cohorts"
 
@@ -24,12 +25,6 @@ _PERMISSION = {
     domain.Permission.READ: ev.SHARE_PERMISSION_READ,
     domain.Permission.EDIT: ev.SHARE_PERMISSION_EDIT,
 }
-
-
-def _ts(value: datetime) -> Timestamp:
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
 
 
 def to_proto(event: domain.DomainEvent) -> Message:

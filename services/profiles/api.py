@@ -9,12 +9,10 @@ its outbox events and the stored response commit together.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.profiles.v1 import profile_pb2
 from suuupra.profiles.v1 import profiles_service_pb2 as pb
 from suuupra.profiles.v1 import profiles_service_pb2_grpc as rpc
@@ -25,6 +23,7 @@ from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument, Unauthenticated
 from suuupra_runtime.idempotency import run_idempotent
+from suuupra_runtime.timestamps import optional_timestamp_pb as _ts
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -45,13 +44,6 @@ def actor() -> Actor:
     if not caller.subject or not caller.tenant_id:
         raise Unauthenticated("this call needs a user's access token", reason="NO_USER")
     return Actor(user_id=caller.subject, tenant_id=caller.tenant_id)
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    # Direct fields: Timestamp.FromDatetime costs ~3x this on the per-read path.
-    return Timestamp(seconds=int(value.timestamp()), nanos=value.microsecond * 1000)
 
 
 def profile_pb(view: domain.ProfileView) -> profile_pb2.Profile:

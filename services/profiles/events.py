@@ -11,16 +11,15 @@ IDENTITY stream, which is safe to repeat because the writes themselves are idemp
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from suuupra.identity.v1 import identity_events_pb2 as identity_ev
 from suuupra.profiles.v1 import profiles_events_pb2 as ev
 
 from suuupra_runtime.db import Database, UnitOfWork
 from suuupra_runtime.events import EventConsumer, EventEnvelope, replay_stream
+from suuupra_runtime.timestamps import now_pb as _now
 
 if TYPE_CHECKING:
     from services.profiles import domain
@@ -33,12 +32,6 @@ IDENTITY_SUBJECTS = (
     "suuupra.identity.v1.UserCreated",
     "suuupra.identity.v1.UserDeleted",
 )
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(datetime.now(UTC))
-    return ts
 
 
 class ProfileEvents:
