@@ -591,6 +591,11 @@ class Identity:
         return await self._fast_view(tenant_id, user_id)
 
     async def _fast_view(self, tenant_id: str, user_id: str) -> UserView:
+        cache = self.user_cache
+        if cache is not None:
+            cached = cache.peek(tenant_id, user_id)
+            if cached is not None:
+                return cached
         reads = self.reads
         if reads is None:
             async with self.db.engine.connect() as conn:
@@ -600,7 +605,6 @@ class Identity:
             found = await reads.user_with_roles(tenant_id, user_id)
             return None if found is None else UserView(found[0], tuple(found[1]))
 
-        cache = self.user_cache
         view = await (load() if cache is None else cache.get(tenant_id, user_id, load))
         if view is None:
             raise NotFound(f"user {user_id} not found", reason="USER_NOT_FOUND")

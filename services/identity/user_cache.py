@@ -49,20 +49,31 @@ class UserCache(Generic[V]):
         """Whether the user's view is in memory (expired or not)."""
         return (tenant_id.lower(), user_id.lower()) in self._entries
 
+    def peek(self, tenant_id: str, user_id: str) -> V | None:
+        """The user's view if memory holds a fresh one (no load, no await: the hot path)."""
+        if not self._is_live():
+            return None
+        key = (tenant_id.lower(), user_id.lower())
+        hit = self._entries.get(key)
+        if hit is None:
+            return None
+        if hit[0] > self._clock():
+            self._entries.move_to_end(key)
+            return hit[1]
+        del self._entries[key]
+        return None
+
     async def get(
         self, tenant_id: str, user_id: str, load: Callable[[], Awaitable[V | None]]
     ) -> V | None:
         """The user's view: from memory when fresh, else from `load` (None: no such user)."""
         if not self._is_live():
             return await load()
+        hit = self.peek(tenant_id, user_id)
+        if hit is not None:
+            return hit
         key = (tenant_id.lower(), user_id.lower())
         now = self._clock()
-        hit = self._entries.get(key)
-        if hit is not None:
-            if hit[0] > now:
-                self._entries.move_to_end(key)
-                return hit[1]
-            del self._entries[key]
         generation = self._generation
         value = await load()
         if value is not None and generation == self._generation and self._is_live():

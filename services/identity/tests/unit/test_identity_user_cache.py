@@ -102,3 +102,21 @@ async def test_entries_expire_and_the_least_recently_used_go_first() -> None:
     await cache.get(T, "gone", missing)
     await cache.get(T, "gone", missing)
     assert missing.calls == 2  # "no such user" is never cached
+
+
+async def test_peek_serves_only_what_get_would_serve_from_memory() -> None:
+    now = [100.0]
+    live = [True]
+    cache, load = make(live, ttl_seconds=10.0, clock=lambda: now[0]), Loader()
+    assert cache.peek(T, U) is None  # never loaded: peek never loads
+    await cache.get(T, U, load)
+    assert cache.peek(T, U.upper()) == "v1"
+    cache.invalidate(f"{T}:{U}")
+    assert cache.peek(T, U) is None
+    await cache.get(T, U, load)
+    live[0] = False
+    assert cache.peek(T, U) is None  # not provably fresh while deaf to change notices
+    live[0] = True
+    now[0] += 11
+    assert cache.peek(T, U) is None and not cache.holds(T, U)  # expired entries are dropped
+    assert load.calls == 2
