@@ -154,9 +154,12 @@ def runtime_echo_process(jwks_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def echo_process() -> Iterator[str]:
+def echo_process(*, batched_poller: bool = False) -> Iterator[str]:
+    """The bare baseline; `batched_poller` gives it the runtime's SCHED_BATCH poller thread
+    (a reference for how much of a gap that scheduling change closes on its own)."""
     port = free_port()
-    with pinned_process([sys.executable, str(Path(__file__)), "echo", str(port)]):
+    mode = "echo-batched" if batched_poller else "echo"
+    with pinned_process([sys.executable, str(Path(__file__)), mode, str(port)]):
         asyncio.run(wait_serving(f"127.0.0.1:{port}", health=False))
         yield f"127.0.0.1:{port}"
 
@@ -234,15 +237,19 @@ class _BareEcho(echo_rpc.EchoServiceServicer):
         return echo_pb.EchoResponse(message=request.message)
 
 
-async def _serve_echo(port: int) -> None:
+async def _serve_echo(port: int, batched_poller: bool) -> None:
     server = grpc.aio.server()
     echo_rpc.add_EchoServiceServicer_to_server(_BareEcho(), server)  # type: ignore[abstract]
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
+    if batched_poller:
+        from suuupra_runtime.grpc_poller import batch_grpc_poller
+
+        batch_grpc_poller()
     await server.wait_for_termination()
 
 
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "echo":
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] in {"echo", "echo-batched"}:
     import uvloop
 
-    uvloop.run(_serve_echo(int(sys.argv[2])))
+    uvloop.run(_serve_echo(int(sys.argv[2]), batched_poller=sys.argv[1] == "echo-batched"))

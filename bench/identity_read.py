@@ -1,6 +1,9 @@
 # mypy: disable-error-code="import-untyped"
-"""Authenticated read throughput: `GetCurrentUser` (JWT verification, access check, two indexed
-queries) vs a bare grpc.aio echo, both servers pinned to CPU 0, the load generator on CPU 1.
+"""Authenticated read throughput: `GetCurrentUser` (token check, access check, the user cache
+that falls back to two indexed queries) vs a bare grpc.aio echo, both servers pinned to CPU 0,
+the load generator on CPU 1. Also measured in the same rounds: the runtime's EchoService with
+the same token, and the bare echo given the runtime's SCHED_BATCH poller thread (references,
+not the baseline).
 
     PYTHONPATH=.:gen .venv/bin/python bench/identity_read.py [--rounds 3] [--seconds 3]
 
@@ -60,7 +63,13 @@ def main() -> None:
     identity_rps: list[float] = []
     echo_rps: list[float] = []
     runtime_rps: list[float] = []
-    with infrastructure() as infra, identity_process(infra) as ident, echo_process() as echo:
+    batched_rps: list[float] = []
+    with (
+        infrastructure() as infra,
+        identity_process(infra) as ident,
+        echo_process() as echo,
+        echo_process(batched_poller=True) as batched_echo,
+    ):
         token = asyncio.run(platform_token(ident.target))
         jwks = f"http://{ident.env['SUUUPRA_HTTP_ADDR']}/.well-known/jwks.json"
         with runtime_echo_process(jwks) as runtime_echo:
@@ -68,6 +77,7 @@ def main() -> None:
                 identity_rps.append(asyncio.run(_identity_rate(ident.target, token, args.seconds)))
                 echo_rps.append(asyncio.run(echo_rate(echo, args.seconds)))
                 runtime_rps.append(asyncio.run(echo_rate(runtime_echo, args.seconds, token)))
+                batched_rps.append(asyncio.run(echo_rate(batched_echo, args.seconds)))
     ratios = [i / e for i, e in zip(identity_rps, echo_rps, strict=True)]
     result = {
         "benchmark": "identity_read",
@@ -88,6 +98,12 @@ def main() -> None:
         ),
         "identity_vs_runtime_echo_median": statistics.median(
             i / r for i, r in zip(identity_rps, runtime_rps, strict=True)
+        ),
+        # Not the baseline: the bare echo given the runtime's SCHED_BATCH poller thread
+        # (suuupra_runtime/grpc_poller.py), to show what that change is worth on its own.
+        "echo_with_batched_poller_rps": batched_rps,
+        "ratio_vs_echo_with_batched_poller_median": statistics.median(
+            i / b for i, b in zip(identity_rps, batched_rps, strict=True)
         ),
         "target_ratio": 0.8,
         "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
