@@ -20,7 +20,8 @@ Published rows are kept for `retention` (default 7 days, for audits and debuggin
 deleted by the running relay (`purge_published`), so the table does not grow without bound.
 
 Latency: a trigger on the outbox sends `NOTIFY suuupra_outbox` with the committing transaction;
-the relay LISTENs and wakes immediately, falling back to polling every `idle_poll_seconds`.
+the relay LISTENs (`PgListener`: reconnects, probes for half-open sockets) and wakes
+immediately, and after every reconnect; it polls every `idle_poll_seconds` as a fallback.
 
 `after_publish` is a test seam: awaited with the published event ids after the acks and before
 marking, so a test can simulate a crash exactly there.
@@ -43,6 +44,7 @@ from sqlalchemy.sql import func
 
 from suuupra_runtime.db import OUTBOX_CHANNEL, Database, outbox_table
 from suuupra_runtime.events import headers as h
+from suuupra_runtime.pg_listen import PgListener
 
 __all__ = ["OutboxRelay"]
 
@@ -75,6 +77,7 @@ class OutboxRelay:
         self._next_purge = 0.0
         self._nc: Client | None = None
         self._wake = asyncio.Event()
+        self.listener: PgListener | None = None  # while `run` runs (tests read its state)
         self.published_total = 0
 
     async def _connection(self) -> Client:
@@ -159,7 +162,13 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Publish forever: on NOTIFY, and every `idle_poll_seconds` as a fallback."""
-        listener = await self._listen()
+        # Wakes on every notice, and after every (re)connect: rows committed while nobody
+        # listened are published at once instead of at the next poll.
+        listener = PgListener(
+            self.db.url, OUTBOX_CHANNEL, self._on_notify, on_connected=self._wake.set
+        )
+        self.listener = listener
+        listening = asyncio.create_task(listener.run(), name="outbox-listen")
         try:
             while True:
                 # Cleared before the pass, so a NOTIFY arriving during it is not lost.
@@ -177,42 +186,12 @@ class OutboxRelay:
                     continue  # backlog: keep going without waiting
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.idle_poll_seconds)
-                if not await self._listening(listener):
-                    # The LISTEN connection died (database restart): listen again, and poll
-                    # in the meantime.
-                    await self._unlisten(listener)
-                    listener = await self._listen()
         finally:
-            await self._unlisten(listener)
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listening
+            await listener.close()
             await self.close()
 
-    async def _listen(self) -> Any:
-        try:
-            conn = await self.db.engine.connect()
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.add_listener(OUTBOX_CHANNEL, self._on_notify)  # type: ignore[union-attr]
-        except Exception:
-            log.warning("LISTEN %s failed; falling back to polling", OUTBOX_CHANNEL, exc_info=True)
-            return None
-        return conn
-
-    async def _listening(self, conn: Any) -> bool:
-        if conn is None:
-            return False
-        try:
-            raw = await conn.get_raw_connection()
-            return not raw.driver_connection.is_closed()
-        except Exception:
-            return False
-
-    async def _unlisten(self, conn: Any) -> None:
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            raw = await conn.get_raw_connection()
-            await raw.driver_connection.remove_listener(OUTBOX_CHANNEL, self._on_notify)
-        with contextlib.suppress(Exception):
-            await conn.close()
-
-    def _on_notify(self, *_args: object) -> None:
+    def _on_notify(self, _payload: str) -> None:
         self._wake.set()

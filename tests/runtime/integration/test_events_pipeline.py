@@ -664,3 +664,35 @@ async def test_stopping_with_a_batch_fetched_ahead_loses_nothing(env: Env) -> No
     await eventually(lambda: _consumer_idle(env, second.durable))
     assert await env.scalar("SELECT count(DISTINCT what) FROM effects") == 20
     assert await env.scalar("SELECT count(*) FROM effects") == 20
+
+
+async def test_relay_wakes_on_notify_and_after_its_listen_connection_is_killed(env: Env) -> None:
+    # Polling is set far beyond the test's patience, so only NOTIFY (and the wake after a
+    # reconnect) can get these rows published in time.
+    relay = env.relay(idle_poll_seconds=120)
+    env.start(relay.run())
+
+    async def listening() -> bool:
+        return relay.listener is not None and relay.listener.server_pid is not None
+
+    async def published() -> bool:
+        return bool(await env.scalar("SELECT count(*) = 0 FROM outbox WHERE published_at IS NULL"))
+
+    await eventually(listening, within=10)
+    await env.emit(NoteCreated(note_id="woken", title="t"))
+    await eventually(published, within=10)
+
+    assert relay.listener is not None
+    first_pid = relay.listener.server_pid
+    await env.scalar(f"SELECT pg_terminate_backend({first_pid})")
+    await eventually(
+        lambda: _equals(_pid_changed(relay, first_pid), True), within=15
+    )  # reconnected (the probe or the termination listener noticed)
+    await env.emit(NoteCreated(note_id="after-reconnect", title="t"))
+    await eventually(published, within=10)
+    assert await env.stream_messages() == 2
+
+
+async def _pid_changed(relay: OutboxRelay, old: int | None) -> bool:
+    pid = relay.listener.server_pid if relay.listener is not None else None
+    return pid is not None and pid != old
