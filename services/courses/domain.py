@@ -26,6 +26,7 @@ from suuupra_runtime.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    PreconditionViolation,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -472,6 +473,98 @@ def reorder_lessons(content: Content, module_id: str, lesson_ids: Sequence[str])
 
 def replace_module(content: Content, module: Module) -> Content:
     return _replace_module(content, module)
+
+
+def update_module(
+    content: Content,
+    module_id: str,
+    *,
+    title: str | None = None,
+    release_at: datetime | bool | None = False,
+) -> tuple[Content, Module]:
+    """`release_at=False` leaves the release time alone; None clears it."""
+    module = _module_of(content, module_id)
+    if title is not None:
+        module = replace(module, title=title)
+    if release_at is not False:
+        module = replace(
+            module, release_at=release_at if isinstance(release_at, datetime) else None
+        )
+    return _replace_module(content, module), module
+
+
+def _require_not_prerequisite(content: Content, removed: Sequence[Lesson], what: str) -> None:
+    """Refuse to remove lessons that surviving lessons still require: dropping the edge would
+    silently open gated lessons (and their transitive requirements) to learners at the next
+    publish, so the author removes each requirement explicitly first (see docs/courses.md)."""
+    gone = {ls.lesson_id: ls for ls in removed}
+    violations = [
+        PreconditionViolation(
+            "PREREQUISITE",
+            f"lessons/{dependent.lesson_id}",
+            f"lesson {dependent.lesson_id} ({dependent.title!r}) requires lesson "
+            f"{prerequisite} ({gone[prerequisite].title!r})",
+        )
+        for dependent in content.lessons()
+        if dependent.lesson_id not in gone
+        for prerequisite in dependent.prerequisites
+        if prerequisite in gone
+    ]
+    if violations:
+        dependents = list(dict.fromkeys(v.subject.removeprefix("lessons/") for v in violations))
+        raise FailedPrecondition(
+            f"{what} is a prerequisite of lesson(s) {', '.join(dependents)}; remove it from "
+            "their prerequisites first",
+            violations,
+            reason="LESSON_IS_PREREQUISITE",
+            metadata={"dependent_lesson_ids": ",".join(dependents)},
+        )
+
+
+def delete_module(content: Content, module_id: str) -> Content:
+    """Remove a module with its lessons and their items."""
+    module = _module_of(content, module_id)
+    _require_not_prerequisite(content, module.lessons, f"a lesson of module {module_id}")
+    return Content(tuple(m for m in content.modules if m.module_id != module_id))
+
+
+def delete_lesson(content: Content, lesson_id: str) -> Content:
+    """Remove a lesson with its items."""
+    found = content.find_lesson(lesson_id)
+    if found is None:
+        raise NotFound(f"lesson {lesson_id} not found in the draft", reason="LESSON_NOT_FOUND")
+    module, lesson = found
+    _require_not_prerequisite(content, [lesson], f"lesson {lesson_id}")
+    lessons = tuple(ls for ls in module.lessons if ls.lesson_id != lesson_id)
+    return _replace_module(content, replace(module, lessons=lessons))
+
+
+def move_lesson(content: Content, lesson_id: str, module_id: str, position: int) -> Content:
+    """Move a lesson (same id, items, prerequisites) to `position` among `module_id`'s lessons.
+
+    `position` counts the target's lessons without the moved one, so its lesson count appends.
+    """
+    found = content.find_lesson(lesson_id)
+    if found is None:
+        raise NotFound(f"lesson {lesson_id} not found in the draft", reason="LESSON_NOT_FOUND")
+    source, lesson = found
+    target = _module_of(content, module_id)
+    without = replace(
+        source, lessons=tuple(ls for ls in source.lessons if ls.lesson_id != lesson_id)
+    )
+    content = _replace_module(content, without)
+    if target.module_id == source.module_id:
+        target = without
+    if not 0 <= position <= len(target.lessons):
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "position", f"must be between 0 and {len(target.lessons)} for this module"
+                )
+            ]
+        )
+    lessons = (*target.lessons[:position], lesson, *target.lessons[position:])
+    return _replace_module(content, replace(target, lessons=lessons))
 
 
 def validate_item(kind: str, body: Mapping[str, Any]) -> list[FieldViolation]:
