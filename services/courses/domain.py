@@ -392,22 +392,28 @@ def add_lesson(content: Content, module_id: str, lesson: Lesson) -> Content:
     return _replace_module(content, replace(module, lessons=(*module.lessons, lesson)))
 
 
-def _replace_lesson(content: Content, lesson: Lesson) -> Content:
-    found = content.find_lesson(lesson.lesson_id)
+def _locate_lesson(content: Content, lesson_id: str) -> tuple[Module, Lesson]:
+    found = content.find_lesson(lesson_id)
     if found is None:
-        raise NotFound(
-            f"lesson {lesson.lesson_id} not found in the draft", reason="LESSON_NOT_FOUND"
-        )
-    module, _ = found
+        raise NotFound(f"lesson {lesson_id} not found in the draft", reason="LESSON_NOT_FOUND")
+    return found
+
+
+def _replace_lesson(content: Content, lesson: Lesson) -> Content:
+    module, _ = _locate_lesson(content, lesson.lesson_id)
     lessons = tuple(lesson if ls.lesson_id == lesson.lesson_id else ls for ls in module.lessons)
     return _replace_module(content, replace(module, lessons=lessons))
 
 
 def get_lesson(content: Content, lesson_id: str) -> Lesson:
-    found = content.find_lesson(lesson_id)
-    if found is None:
-        raise NotFound(f"lesson {lesson_id} not found in the draft", reason="LESSON_NOT_FOUND")
-    return found[1]
+    return _locate_lesson(content, lesson_id)[1]
+
+
+def _release_time(current: datetime | None, change: datetime | bool | None) -> datetime | None:
+    """An update's release time: `False` keeps `current`, None clears it, a datetime sets it."""
+    if change is False:
+        return current
+    return change if isinstance(change, datetime) else None
 
 
 def update_lesson(
@@ -425,10 +431,7 @@ def update_lesson(
     if prerequisites is not None:
         _check_prerequisites(content, lesson_id, prerequisites)
         lesson = replace(lesson, prerequisites=tuple(dict.fromkeys(prerequisites)))
-    if release_at is not False:
-        lesson = replace(
-            lesson, release_at=release_at if isinstance(release_at, datetime) else None
-        )
+    lesson = replace(lesson, release_at=_release_time(lesson.release_at, release_at))
     updated = _replace_lesson(content, lesson)
     if _has_cycle(updated):
         raise InvalidArgument(
@@ -486,10 +489,7 @@ def update_module(
     module = _module_of(content, module_id)
     if title is not None:
         module = replace(module, title=title)
-    if release_at is not False:
-        module = replace(
-            module, release_at=release_at if isinstance(release_at, datetime) else None
-        )
+    module = replace(module, release_at=_release_time(module.release_at, release_at))
     return _replace_module(content, module), module
 
 
@@ -530,10 +530,7 @@ def delete_module(content: Content, module_id: str) -> Content:
 
 def delete_lesson(content: Content, lesson_id: str) -> Content:
     """Remove a lesson with its items."""
-    found = content.find_lesson(lesson_id)
-    if found is None:
-        raise NotFound(f"lesson {lesson_id} not found in the draft", reason="LESSON_NOT_FOUND")
-    module, lesson = found
+    module, lesson = _locate_lesson(content, lesson_id)
     _require_not_prerequisite(content, [lesson], f"lesson {lesson_id}")
     lessons = tuple(ls for ls in module.lessons if ls.lesson_id != lesson_id)
     return _replace_module(content, replace(module, lessons=lessons))
@@ -544,10 +541,7 @@ def move_lesson(content: Content, lesson_id: str, module_id: str, position: int)
 
     `position` counts the target's lessons without the moved one, so its lesson count appends.
     """
-    found = content.find_lesson(lesson_id)
-    if found is None:
-        raise NotFound(f"lesson {lesson_id} not found in the draft", reason="LESSON_NOT_FOUND")
-    source, lesson = found
+    source, lesson = _locate_lesson(content, lesson_id)
     target = _module_of(content, module_id)
     without = replace(
         source, lessons=tuple(ls for ls in source.lessons if ls.lesson_id != lesson_id)

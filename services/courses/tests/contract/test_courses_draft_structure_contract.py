@@ -72,6 +72,21 @@ async def _published_v1(
     return content
 
 
+async def _learner_completed_first(
+    h: CoursesHarness, owner: Person, learner: Person
+) -> PublishedCourse:
+    """A published course (first ← second) whose learner completed the first lesson."""
+    course = await h.published_course(owner)
+    await h.enroll(learner, course.batch_id)
+    await h.progress.CompleteLesson(
+        pb.CompleteLessonRequest(
+            request_id=rid(), batch_id=course.batch_id, lesson_id=course.lesson_ids[0]
+        ),
+        metadata=learner.metadata,
+    )
+    return course
+
+
 async def test_update_module_renames_with_mask_and_etag(h: CoursesHarness) -> None:
     t = h.tenant()
     md = t.instructor.metadata
@@ -164,13 +179,8 @@ async def test_deletes_leave_published_versions_and_progress_alone(h: CoursesHar
     t = h.tenant(students=1)
     md = t.instructor.metadata
     learner = t.students[0]
-    course = await h.published_course(t.instructor)
+    course = await _learner_completed_first(h, t.instructor, learner)
     first, second = course.lesson_ids
-    await h.enroll(learner, course.batch_id)
-    await h.progress.CompleteLesson(
-        pb.CompleteLessonRequest(request_id=rid(), batch_id=course.batch_id, lesson_id=first),
-        metadata=learner.metadata,
-    )
     # A second module whose lesson requires `first` (in the first module).
     extra = await _module(h, t.instructor, course.course_id, "Extra")
     third = await h.add_lesson(t.instructor, course.course_id, extra, "Graphs", [first])
@@ -283,13 +293,8 @@ async def test_move_lesson_keeps_the_lesson_and_its_learners_progress(h: Courses
     t = h.tenant(students=1)
     md = t.instructor.metadata
     learner = t.students[0]
-    course = await h.published_course(t.instructor)
+    course = await _learner_completed_first(h, t.instructor, learner)
     first, second = course.lesson_ids
-    await h.enroll(learner, course.batch_id)
-    await h.progress.CompleteLesson(
-        pb.CompleteLessonRequest(request_id=rid(), batch_id=course.batch_id, lesson_id=first),
-        metadata=learner.metadata,
-    )
     advanced = await _module(h, t.instructor, course.course_id, "Advanced")
     third = await h.add_lesson(t.instructor, course.course_id, advanced, "Graphs")
     etag = await _etag(h, t.instructor, course.course_id)
