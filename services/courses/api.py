@@ -628,6 +628,77 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
             response_type=pb.ReorderLessonsResponse, work=work,
         )  # fmt: skip
 
+    async def UpdateModule(
+        self, request: pb.UpdateModuleRequest, context: Ctx
+    ) -> pb.UpdateModuleResponse:
+        paths = _mask(request.update_mask.paths, {"title", "release_time"}, "module")
+        module = request.module
+        violations = []
+        if not _is_uuid(module.module_id):
+            violations.append(FieldViolation("module.module_id", "must be a UUID"))
+        if "title" in paths and not (0 < len(module.title.strip()) <= 200):
+            violations.append(FieldViolation("module.title", "1 to 200 characters"))
+        if violations:
+            raise InvalidArgument(violations)
+
+        async def work(uow: UnitOfWork) -> pb.UpdateModuleResponse:
+            updated, etag = await self.courses.update_module(
+                uow, actor(), request.course_id, module.module_id, etag=request.etag,
+                title=module.title if "title" in paths else None,
+                release_at=time_of(module, "release_time") if "release_time" in paths else False,
+            )  # fmt: skip
+            return pb.UpdateModuleResponse(module=module_pb(updated), etag=etag)
+
+        return await self._idempotent(
+            service="CourseService", method="UpdateModule", request=request,
+            response_type=pb.UpdateModuleResponse, work=work,
+        )  # fmt: skip
+
+    async def DeleteModule(
+        self, request: pb.DeleteModuleRequest, context: Ctx
+    ) -> pb.DeleteModuleResponse:
+        async def work(uow: UnitOfWork) -> pb.DeleteModuleResponse:
+            etag = await self.courses.delete_module(
+                uow, actor(), request.course_id, request.module_id, etag=request.etag
+            )
+            return pb.DeleteModuleResponse(etag=etag)
+
+        return await self._idempotent(
+            service="CourseService", method="DeleteModule", request=request,
+            response_type=pb.DeleteModuleResponse, work=work,
+        )  # fmt: skip
+
+    async def DeleteLesson(
+        self, request: pb.DeleteLessonRequest, context: Ctx
+    ) -> pb.DeleteLessonResponse:
+        async def work(uow: UnitOfWork) -> pb.DeleteLessonResponse:
+            etag = await self.courses.delete_lesson(
+                uow, actor(), request.course_id, request.lesson_id, etag=request.etag
+            )
+            return pb.DeleteLessonResponse(etag=etag)
+
+        return await self._idempotent(
+            service="CourseService", method="DeleteLesson", request=request,
+            response_type=pb.DeleteLessonResponse, work=work,
+        )  # fmt: skip
+
+    async def MoveLesson(
+        self, request: pb.MoveLessonRequest, context: Ctx
+    ) -> pb.MoveLessonResponse:
+        async def work(uow: UnitOfWork) -> pb.MoveLessonResponse:
+            edit = await self.courses.move_lesson(
+                uow, actor(), request.course_id, request.lesson_id, module_id=request.module_id,
+                position=request.position, etag=request.etag,
+            )  # fmt: skip
+            return pb.MoveLessonResponse(
+                content=content_pb(request.course_id, 0, edit.content), etag=edit.etag
+            )
+
+        return await self._idempotent(
+            service="CourseService", method="MoveLesson", request=request,
+            response_type=pb.MoveLessonResponse, work=work,
+        )  # fmt: skip
+
 
 class BatchServicer(_Base, rpc.BatchServiceServicer):
     async def CreateBatch(

@@ -26,6 +26,7 @@ from suuupra_runtime.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    PreconditionViolation,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -391,22 +392,28 @@ def add_lesson(content: Content, module_id: str, lesson: Lesson) -> Content:
     return _replace_module(content, replace(module, lessons=(*module.lessons, lesson)))
 
 
-def _replace_lesson(content: Content, lesson: Lesson) -> Content:
-    found = content.find_lesson(lesson.lesson_id)
+def _locate_lesson(content: Content, lesson_id: str) -> tuple[Module, Lesson]:
+    found = content.find_lesson(lesson_id)
     if found is None:
-        raise NotFound(
-            f"lesson {lesson.lesson_id} not found in the draft", reason="LESSON_NOT_FOUND"
-        )
-    module, _ = found
+        raise NotFound(f"lesson {lesson_id} not found in the draft", reason="LESSON_NOT_FOUND")
+    return found
+
+
+def _replace_lesson(content: Content, lesson: Lesson) -> Content:
+    module, _ = _locate_lesson(content, lesson.lesson_id)
     lessons = tuple(lesson if ls.lesson_id == lesson.lesson_id else ls for ls in module.lessons)
     return _replace_module(content, replace(module, lessons=lessons))
 
 
 def get_lesson(content: Content, lesson_id: str) -> Lesson:
-    found = content.find_lesson(lesson_id)
-    if found is None:
-        raise NotFound(f"lesson {lesson_id} not found in the draft", reason="LESSON_NOT_FOUND")
-    return found[1]
+    return _locate_lesson(content, lesson_id)[1]
+
+
+def _release_time(current: datetime | None, change: datetime | bool | None) -> datetime | None:
+    """An update's release time: `False` keeps `current`, None clears it, a datetime sets it."""
+    if change is False:
+        return current
+    return change if isinstance(change, datetime) else None
 
 
 def update_lesson(
@@ -424,10 +431,7 @@ def update_lesson(
     if prerequisites is not None:
         _check_prerequisites(content, lesson_id, prerequisites)
         lesson = replace(lesson, prerequisites=tuple(dict.fromkeys(prerequisites)))
-    if release_at is not False:
-        lesson = replace(
-            lesson, release_at=release_at if isinstance(release_at, datetime) else None
-        )
+    lesson = replace(lesson, release_at=_release_time(lesson.release_at, release_at))
     updated = _replace_lesson(content, lesson)
     if _has_cycle(updated):
         raise InvalidArgument(
@@ -472,6 +476,89 @@ def reorder_lessons(content: Content, module_id: str, lesson_ids: Sequence[str])
 
 def replace_module(content: Content, module: Module) -> Content:
     return _replace_module(content, module)
+
+
+def update_module(
+    content: Content,
+    module_id: str,
+    *,
+    title: str | None = None,
+    release_at: datetime | bool | None = False,
+) -> tuple[Content, Module]:
+    """`release_at=False` leaves the release time alone; None clears it."""
+    module = _module_of(content, module_id)
+    if title is not None:
+        module = replace(module, title=title)
+    module = replace(module, release_at=_release_time(module.release_at, release_at))
+    return _replace_module(content, module), module
+
+
+def _require_not_prerequisite(content: Content, removed: Sequence[Lesson], what: str) -> None:
+    """Refuse to remove lessons that surviving lessons still require: dropping the edge would
+    silently open gated lessons (and their transitive requirements) to learners at the next
+    publish, so the author removes each requirement explicitly first (see docs/courses.md)."""
+    gone = {ls.lesson_id: ls for ls in removed}
+    violations = [
+        PreconditionViolation(
+            "PREREQUISITE",
+            f"lessons/{dependent.lesson_id}",
+            f"lesson {dependent.lesson_id} ({dependent.title!r}) requires lesson "
+            f"{prerequisite} ({gone[prerequisite].title!r})",
+        )
+        for dependent in content.lessons()
+        if dependent.lesson_id not in gone
+        for prerequisite in dependent.prerequisites
+        if prerequisite in gone
+    ]
+    if violations:
+        dependents = list(dict.fromkeys(v.subject.removeprefix("lessons/") for v in violations))
+        raise FailedPrecondition(
+            f"{what} is a prerequisite of lesson(s) {', '.join(dependents)}; remove it from "
+            "their prerequisites first",
+            violations,
+            reason="LESSON_IS_PREREQUISITE",
+            metadata={"dependent_lesson_ids": ",".join(dependents)},
+        )
+
+
+def delete_module(content: Content, module_id: str) -> Content:
+    """Remove a module with its lessons and their items."""
+    module = _module_of(content, module_id)
+    _require_not_prerequisite(content, module.lessons, f"a lesson of module {module_id}")
+    return Content(tuple(m for m in content.modules if m.module_id != module_id))
+
+
+def delete_lesson(content: Content, lesson_id: str) -> Content:
+    """Remove a lesson with its items."""
+    module, lesson = _locate_lesson(content, lesson_id)
+    _require_not_prerequisite(content, [lesson], f"lesson {lesson_id}")
+    lessons = tuple(ls for ls in module.lessons if ls.lesson_id != lesson_id)
+    return _replace_module(content, replace(module, lessons=lessons))
+
+
+def move_lesson(content: Content, lesson_id: str, module_id: str, position: int) -> Content:
+    """Move a lesson (same id, items, prerequisites) to `position` among `module_id`'s lessons.
+
+    `position` counts the target's lessons without the moved one, so its lesson count appends.
+    """
+    source, lesson = _locate_lesson(content, lesson_id)
+    target = _module_of(content, module_id)
+    without = replace(
+        source, lessons=tuple(ls for ls in source.lessons if ls.lesson_id != lesson_id)
+    )
+    content = _replace_module(content, without)
+    if target.module_id == source.module_id:
+        target = without
+    if not 0 <= position <= len(target.lessons):
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "position", f"must be between 0 and {len(target.lessons)} for this module"
+                )
+            ]
+        )
+    lessons = (*target.lessons[:position], lesson, *target.lessons[position:])
+    return _replace_module(content, replace(target, lessons=lessons))
 
 
 def validate_item(kind: str, body: Mapping[str, Any]) -> list[FieldViolation]:

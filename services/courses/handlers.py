@@ -95,6 +95,12 @@ class ContentView:
 
 
 @dataclass(frozen=True)
+class DraftEdit:
+    content: Content
+    etag: str  # the course's etag after the edit
+
+
+@dataclass(frozen=True)
 class AttemptView:
     attempt_id: str
     lesson_id: str
@@ -486,12 +492,18 @@ class Courses:
         actor: Actor,
         course_id: str,
         change: Callable[[Content], Content],
-    ) -> Content:
+        *,
+        etag: str = "",
+    ) -> DraftEdit:
+        """Apply `change` to the draft under the course's row lock. Every draft edit bumps the
+        course's row version (its etag); a non-empty `etag` must be the current one."""
         session = uow.session
-        await self._editable(session, actor, course_id)
+        course = await self._editable(session, actor, course_id)
+        if not domain.etag_matches(etag, course.row_version):
+            raise domain_aborted(course_id)
         content = change(await store.get_draft(session, course_id))
         await store.save_draft(session, course_id, content, self.clock())
-        return content
+        return DraftEdit(content, domain.etag_of(course.row_version + 1))
 
     async def create_module(
         self, uow: UnitOfWork, actor: Actor, course_id: str, title: str, release_at: datetime | None
@@ -560,9 +572,10 @@ class Courses:
     async def reorder_modules(
         self, uow: UnitOfWork, actor: Actor, course_id: str, module_ids: Sequence[str]
     ) -> Content:
-        return await self._edit_draft(
+        edit = await self._edit_draft(
             uow, actor, course_id, lambda c: domain.reorder_modules(c, module_ids)
         )
+        return edit.content
 
     async def reorder_lessons(
         self,
@@ -581,6 +594,67 @@ class Courses:
 
         await self._edit_draft(uow, actor, course_id, change)
         return result[0]
+
+    async def update_module(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        course_id: str,
+        module_id: str,
+        *,
+        etag: str,
+        title: str | None,
+        release_at: datetime | bool | None,
+    ) -> tuple[Module, str]:
+        """The module as it is now and the course's new etag."""
+        result: list[Module] = []
+
+        def change(content: Content) -> Content:
+            updated, module = domain.update_module(
+                content,
+                module_id,
+                title=title.strip() if title is not None else None,
+                release_at=release_at,
+            )
+            result.append(module)
+            return updated
+
+        edit = await self._edit_draft(uow, actor, course_id, change, etag=etag)
+        return result[0], edit.etag
+
+    async def delete_module(
+        self, uow: UnitOfWork, actor: Actor, course_id: str, module_id: str, *, etag: str
+    ) -> str:
+        """The course's new etag."""
+        edit = await self._edit_draft(
+            uow, actor, course_id, lambda c: domain.delete_module(c, module_id), etag=etag
+        )
+        return edit.etag
+
+    async def delete_lesson(
+        self, uow: UnitOfWork, actor: Actor, course_id: str, lesson_id: str, *, etag: str
+    ) -> str:
+        """The course's new etag."""
+        edit = await self._edit_draft(
+            uow, actor, course_id, lambda c: domain.delete_lesson(c, lesson_id), etag=etag
+        )
+        return edit.etag
+
+    async def move_lesson(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        course_id: str,
+        lesson_id: str,
+        *,
+        module_id: str,
+        position: int,
+        etag: str,
+    ) -> DraftEdit:
+        return await self._edit_draft(
+            uow, actor, course_id,
+            lambda c: domain.move_lesson(c, lesson_id, module_id, position), etag=etag,
+        )  # fmt: skip
 
     # --- batches ------------------------------------------------------------------------------
 

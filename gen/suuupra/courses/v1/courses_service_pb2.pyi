@@ -854,6 +854,235 @@ class ReorderLessonsResponse(_message.Message):
 Global___ReorderLessonsResponse: _TypeAlias = ReorderLessonsResponse  # noqa: Y015
 
 @_typing.final
+class UpdateModuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    MODULE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    course_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the course's etag (every draft edit changes it); refused with ABORTED if the
+    course changed since.
+    """
+    @_builtins.property
+    def module(self) -> _course_pb2.Module:
+        """Holds module_id and the fields named in update_mask."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """Paths: title, release_time."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        course_id: _builtins.str = ...,
+        module: _course_pb2.Module | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["module", b"module", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "etag", b"etag", "module", b"module", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateModuleRequest: _TypeAlias = UpdateModuleRequest  # noqa: Y015
+
+@_typing.final
+class UpdateModuleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODULE_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The course's etag after this change."""
+    @_builtins.property
+    def module(self) -> _course_pb2.Module:
+        """The module as it is now (with its lessons)."""
+
+    def __init__(
+        self,
+        *,
+        module: _course_pb2.Module | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["module", b"module"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "module", b"module"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateModuleResponse: _TypeAlias = UpdateModuleResponse  # noqa: Y015
+
+@_typing.final
+class DeleteModuleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    MODULE_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    course_id: _builtins.str
+    module_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the course's etag; refused with ABORTED if the course changed since."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        course_id: _builtins.str = ...,
+        module_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "etag", b"etag", "module_id", b"module_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModuleRequest: _TypeAlias = DeleteModuleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteModuleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The course's etag after this change."""
+    def __init__(
+        self,
+        *,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteModuleResponse: _TypeAlias = DeleteModuleResponse  # noqa: Y015
+
+@_typing.final
+class DeleteLessonRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    LESSON_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    course_id: _builtins.str
+    lesson_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the course's etag; refused with ABORTED if the course changed since."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        course_id: _builtins.str = ...,
+        lesson_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "etag", b"etag", "lesson_id", b"lesson_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteLessonRequest: _TypeAlias = DeleteLessonRequest  # noqa: Y015
+
+@_typing.final
+class DeleteLessonResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The course's etag after this change."""
+    def __init__(
+        self,
+        *,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteLessonResponse: _TypeAlias = DeleteLessonResponse  # noqa: Y015
+
+@_typing.final
+class MoveLessonRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    LESSON_ID_FIELD_NUMBER: _builtins.int
+    MODULE_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    course_id: _builtins.str
+    lesson_id: _builtins.str
+    module_id: _builtins.str
+    """The module that receives the lesson (may be the one it is in)."""
+    position: _builtins.int
+    """0-based index among the target module's lessons after the move; the module's lesson count
+    (not counting the moved lesson) appends.
+    """
+    etag: _builtins.str
+    """Optional: the course's etag; refused with ABORTED if the course changed since."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        course_id: _builtins.str = ...,
+        lesson_id: _builtins.str = ...,
+        module_id: _builtins.str = ...,
+        position: _builtins.int = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "etag", b"etag", "lesson_id", b"lesson_id", "module_id", b"module_id", "position", b"position", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveLessonRequest: _TypeAlias = MoveLessonRequest  # noqa: Y015
+
+@_typing.final
+class MoveLessonResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTENT_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The course's etag after this change."""
+    @_builtins.property
+    def content(self) -> _course_pb2.CourseContent:
+        """The whole draft after the move."""
+
+    def __init__(
+        self,
+        *,
+        content: _course_pb2.CourseContent | None = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "etag", b"etag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveLessonResponse: _TypeAlias = MoveLessonResponse  # noqa: Y015
+
+@_typing.final
 class CreateBatchRequest(_message.Message):
     """---- BatchService messages ----"""
 

@@ -230,6 +230,26 @@ class CourseServiceStub(object):
                 request_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.ReorderLessonsRequest.SerializeToString,
                 response_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.ReorderLessonsResponse.FromString,
                 _registered_method=True)
+        self.UpdateModule = channel.unary_unary(
+                '/suuupra.courses.v1.CourseService/UpdateModule',
+                request_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.UpdateModuleRequest.SerializeToString,
+                response_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.UpdateModuleResponse.FromString,
+                _registered_method=True)
+        self.DeleteModule = channel.unary_unary(
+                '/suuupra.courses.v1.CourseService/DeleteModule',
+                request_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteModuleRequest.SerializeToString,
+                response_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteModuleResponse.FromString,
+                _registered_method=True)
+        self.DeleteLesson = channel.unary_unary(
+                '/suuupra.courses.v1.CourseService/DeleteLesson',
+                request_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteLessonRequest.SerializeToString,
+                response_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteLessonResponse.FromString,
+                _registered_method=True)
+        self.MoveLesson = channel.unary_unary(
+                '/suuupra.courses.v1.CourseService/MoveLesson',
+                request_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.MoveLessonRequest.SerializeToString,
+                response_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.MoveLessonResponse.FromString,
+                _registered_method=True)
 
 
 class CourseServiceServicer(object):
@@ -343,6 +363,38 @@ class CourseServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateModule(self, request, context):
+        """Renames a draft module or changes its release time (update_mask; optional course etag).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModule(self, request, context):
+        """Removes a module with its lessons and their items from the draft (published versions keep
+        them). Refused with FAILED_PRECONDITION while a lesson outside the module names one of its
+        lessons as a prerequisite.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLesson(self, request, context):
+        """Removes a lesson with its items from the draft (published versions keep it). Refused with
+        FAILED_PRECONDITION while other lessons name it as a prerequisite.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveLesson(self, request, context):
+        """Moves a draft lesson (same id, items and prerequisites) to a position in a module of the
+        same draft, its own or another.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CourseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -420,6 +472,26 @@ def add_CourseServiceServicer_to_server(servicer, server):
                     servicer.ReorderLessons,
                     request_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.ReorderLessonsRequest.FromString,
                     response_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.ReorderLessonsResponse.SerializeToString,
+            ),
+            'UpdateModule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModule,
+                    request_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.UpdateModuleRequest.FromString,
+                    response_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.UpdateModuleResponse.SerializeToString,
+            ),
+            'DeleteModule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModule,
+                    request_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteModuleRequest.FromString,
+                    response_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteModuleResponse.SerializeToString,
+            ),
+            'DeleteLesson': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLesson,
+                    request_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteLessonRequest.FromString,
+                    response_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteLessonResponse.SerializeToString,
+            ),
+            'MoveLesson': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveLesson,
+                    request_deserializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.MoveLessonRequest.FromString,
+                    response_serializer=suuupra_dot_courses_dot_v1_dot_courses__service__pb2.MoveLessonResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -828,6 +900,114 @@ class CourseService(object):
             '/suuupra.courses.v1.CourseService/ReorderLessons',
             suuupra_dot_courses_dot_v1_dot_courses__service__pb2.ReorderLessonsRequest.SerializeToString,
             suuupra_dot_courses_dot_v1_dot_courses__service__pb2.ReorderLessonsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suuupra.courses.v1.CourseService/UpdateModule',
+            suuupra_dot_courses_dot_v1_dot_courses__service__pb2.UpdateModuleRequest.SerializeToString,
+            suuupra_dot_courses_dot_v1_dot_courses__service__pb2.UpdateModuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suuupra.courses.v1.CourseService/DeleteModule',
+            suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteModuleRequest.SerializeToString,
+            suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteModuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLesson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suuupra.courses.v1.CourseService/DeleteLesson',
+            suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteLessonRequest.SerializeToString,
+            suuupra_dot_courses_dot_v1_dot_courses__service__pb2.DeleteLessonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveLesson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suuupra.courses.v1.CourseService/MoveLesson',
+            suuupra_dot_courses_dot_v1_dot_courses__service__pb2.MoveLessonRequest.SerializeToString,
+            suuupra_dot_courses_dot_v1_dot_courses__service__pb2.MoveLessonResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -110,6 +110,21 @@ class CourseServiceStub:
     """Sets the order of the draft's modules (a permutation of all of them)."""
     ReorderLessons: _grpc.UnaryUnaryMultiCallable[_courses_service_pb2.ReorderLessonsRequest, _courses_service_pb2.ReorderLessonsResponse]
     """Sets the order of one draft module's lessons (a permutation of all of them)."""
+    UpdateModule: _grpc.UnaryUnaryMultiCallable[_courses_service_pb2.UpdateModuleRequest, _courses_service_pb2.UpdateModuleResponse]
+    """Renames a draft module or changes its release time (update_mask; optional course etag)."""
+    DeleteModule: _grpc.UnaryUnaryMultiCallable[_courses_service_pb2.DeleteModuleRequest, _courses_service_pb2.DeleteModuleResponse]
+    """Removes a module with its lessons and their items from the draft (published versions keep
+    them). Refused with FAILED_PRECONDITION while a lesson outside the module names one of its
+    lessons as a prerequisite.
+    """
+    DeleteLesson: _grpc.UnaryUnaryMultiCallable[_courses_service_pb2.DeleteLessonRequest, _courses_service_pb2.DeleteLessonResponse]
+    """Removes a lesson with its items from the draft (published versions keep it). Refused with
+    FAILED_PRECONDITION while other lessons name it as a prerequisite.
+    """
+    MoveLesson: _grpc.UnaryUnaryMultiCallable[_courses_service_pb2.MoveLessonRequest, _courses_service_pb2.MoveLessonResponse]
+    """Moves a draft lesson (same id, items and prerequisites) to a position in a module of the
+    same draft, its own or another.
+    """
 
 @_typing.type_check_only
 class CourseServiceAsyncStub(CourseServiceStub):
@@ -150,6 +165,21 @@ class CourseServiceAsyncStub(CourseServiceStub):
     """Sets the order of the draft's modules (a permutation of all of them)."""
     ReorderLessons: _aio.UnaryUnaryMultiCallable[_courses_service_pb2.ReorderLessonsRequest, _courses_service_pb2.ReorderLessonsResponse]  # type: ignore[assignment]
     """Sets the order of one draft module's lessons (a permutation of all of them)."""
+    UpdateModule: _aio.UnaryUnaryMultiCallable[_courses_service_pb2.UpdateModuleRequest, _courses_service_pb2.UpdateModuleResponse]  # type: ignore[assignment]
+    """Renames a draft module or changes its release time (update_mask; optional course etag)."""
+    DeleteModule: _aio.UnaryUnaryMultiCallable[_courses_service_pb2.DeleteModuleRequest, _courses_service_pb2.DeleteModuleResponse]  # type: ignore[assignment]
+    """Removes a module with its lessons and their items from the draft (published versions keep
+    them). Refused with FAILED_PRECONDITION while a lesson outside the module names one of its
+    lessons as a prerequisite.
+    """
+    DeleteLesson: _aio.UnaryUnaryMultiCallable[_courses_service_pb2.DeleteLessonRequest, _courses_service_pb2.DeleteLessonResponse]  # type: ignore[assignment]
+    """Removes a lesson with its items from the draft (published versions keep it). Refused with
+    FAILED_PRECONDITION while other lessons name it as a prerequisite.
+    """
+    MoveLesson: _aio.UnaryUnaryMultiCallable[_courses_service_pb2.MoveLessonRequest, _courses_service_pb2.MoveLessonResponse]  # type: ignore[assignment]
+    """Moves a draft lesson (same id, items and prerequisites) to a position in a module of the
+    same draft, its own or another.
+    """
 
 class CourseServiceServicer(metaclass=_abc_1.ABCMeta):
     """Courses: catalog, metadata, versioned content and the publish workflow."""
@@ -277,6 +307,45 @@ class CourseServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_courses_service_pb2.ReorderLessonsResponse, _abc.Awaitable[_courses_service_pb2.ReorderLessonsResponse]]:
         """Sets the order of one draft module's lessons (a permutation of all of them)."""
+
+    @_abc_1.abstractmethod
+    def UpdateModule(
+        self,
+        request: _courses_service_pb2.UpdateModuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_courses_service_pb2.UpdateModuleResponse, _abc.Awaitable[_courses_service_pb2.UpdateModuleResponse]]:
+        """Renames a draft module or changes its release time (update_mask; optional course etag)."""
+
+    @_abc_1.abstractmethod
+    def DeleteModule(
+        self,
+        request: _courses_service_pb2.DeleteModuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_courses_service_pb2.DeleteModuleResponse, _abc.Awaitable[_courses_service_pb2.DeleteModuleResponse]]:
+        """Removes a module with its lessons and their items from the draft (published versions keep
+        them). Refused with FAILED_PRECONDITION while a lesson outside the module names one of its
+        lessons as a prerequisite.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteLesson(
+        self,
+        request: _courses_service_pb2.DeleteLessonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_courses_service_pb2.DeleteLessonResponse, _abc.Awaitable[_courses_service_pb2.DeleteLessonResponse]]:
+        """Removes a lesson with its items from the draft (published versions keep it). Refused with
+        FAILED_PRECONDITION while other lessons name it as a prerequisite.
+        """
+
+    @_abc_1.abstractmethod
+    def MoveLesson(
+        self,
+        request: _courses_service_pb2.MoveLessonRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_courses_service_pb2.MoveLessonResponse, _abc.Awaitable[_courses_service_pb2.MoveLessonResponse]]:
+        """Moves a draft lesson (same id, items and prerequisites) to a position in a module of the
+        same draft, its own or another.
+        """
 
 def add_CourseServiceServicer_to_server(servicer: CourseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 

@@ -85,6 +85,97 @@ def test_reordering_needs_a_permutation() -> None:
         domain.reorder_lessons(content, "zz", [])
 
 
+def _layout(content: Content) -> list[tuple[str, list[str]]]:
+    return [(m.module_id, [ls.lesson_id for ls in m.lessons]) for m in content.modules]
+
+
+def test_update_module_renames_and_sets_or_clears_the_release_time() -> None:
+    content = _content()
+    renamed, module = domain.update_module(content, "m1", title="Basics")
+    assert (module.title, module.release_at, [ls.lesson_id for ls in module.lessons]) == (
+        "Basics",
+        None,
+        ["l1", "l2"],
+    )
+    assert renamed.modules[0] == module and renamed.modules[1] == content.modules[1]
+    # False (the default) keeps the release time, None clears it, a datetime sets it.
+    _, m2 = domain.update_module(content, "m2", title="Later")
+    assert m2.release_at == NOW + timedelta(days=1)
+    _, m2 = domain.update_module(content, "m2", release_at=None)
+    assert (m2.title, m2.release_at) == ("M2", None)
+    _, m1 = domain.update_module(content, "m1", release_at=NOW)
+    assert m1.release_at == NOW
+    with pytest.raises(NotFound):
+        domain.update_module(content, "zz", title="x")
+
+
+def test_delete_lesson_removes_it_with_its_items_unless_another_lesson_requires_it() -> None:
+    content = _content()
+    # l1 is l2's prerequisite: refused, naming l2.
+    with pytest.raises(FailedPrecondition) as err:
+        domain.delete_lesson(content, "l1")
+    assert err.value.reason == "LESSON_IS_PREREQUISITE"
+    assert err.value.metadata == {"dependent_lesson_ids": "l2"}
+    assert [(v.type, v.subject) for v in err.value.violations] == [("PREREQUISITE", "lessons/l2")]
+    # l2 (with the quiz) is nobody's prerequisite.
+    without = domain.delete_lesson(content, "l2")
+    assert _layout(without) == [("m1", ["l1"]), ("m2", ["l3"])]
+    assert without.find_item("i1") is None
+    # Once l2 is gone, l1 may go too; the module stays (empty).
+    assert _layout(domain.delete_lesson(without, "l1")) == [("m1", []), ("m2", ["l3"])]
+    with pytest.raises(NotFound):
+        domain.delete_lesson(content, "zz")
+
+
+def test_delete_module_removes_its_lessons_unless_a_lesson_elsewhere_requires_one() -> None:
+    content = _content()
+    # Requirements inside the module go with it.
+    assert _layout(domain.delete_module(content, "m1")) == [("m2", ["l3"])]
+    assert domain.delete_module(content, "m1").find_item("i1") is None
+    dependent, _ = domain.update_lesson(content, "l3", prerequisites=["l2", "l1"])
+    with pytest.raises(FailedPrecondition) as err:
+        domain.delete_module(dependent, "m1")
+    assert err.value.reason == "LESSON_IS_PREREQUISITE"
+    assert [v.subject for v in err.value.violations] == ["lessons/l3", "lessons/l3"]
+    assert err.value.metadata == {"dependent_lesson_ids": "l3"}
+    # A module whose lessons nobody outside requires goes.
+    assert _layout(domain.delete_module(dependent, "m2")) == [("m1", ["l1", "l2"])]
+    with pytest.raises(NotFound):
+        domain.delete_module(content, "zz")
+
+
+def test_move_lesson_between_and_within_modules() -> None:
+    content = _content()
+    moved = domain.move_lesson(content, "l1", "m2", 0)
+    assert _layout(moved) == [("m1", ["l2"]), ("m2", ["l1", "l3"])]
+    # The lesson keeps its id, items and prerequisites.
+    assert domain.get_lesson(moved, "l1") == domain.get_lesson(content, "l1")
+    assert _layout(domain.move_lesson(content, "l2", "m2", 1)) == [
+        ("m1", ["l1"]),
+        ("m2", ["l3", "l2"]),
+    ]
+    moved_quiz = domain.move_lesson(content, "l2", "m2", 1)
+    assert domain.get_lesson(moved_quiz, "l2") == domain.get_lesson(content, "l2")
+    # Within its own module the position counts the other lessons.
+    assert _layout(domain.move_lesson(content, "l1", "m1", 1)) == [
+        ("m1", ["l2", "l1"]),
+        ("m2", ["l3"]),
+    ]
+    assert _layout(domain.move_lesson(content, "l2", "m1", 0)) == [
+        ("m1", ["l2", "l1"]),
+        ("m2", ["l3"]),
+    ]
+    with pytest.raises(InvalidArgument) as bad:
+        domain.move_lesson(content, "l1", "m1", 2)
+    assert [v.field for v in bad.value.violations] == ["position"]
+    with pytest.raises(InvalidArgument):
+        domain.move_lesson(content, "l1", "m2", 2)
+    with pytest.raises(NotFound):
+        domain.move_lesson(content, "zz", "m2", 0)
+    with pytest.raises(NotFound):
+        domain.move_lesson(content, "l1", "zz", 0)
+
+
 def test_learner_view_hides_answer_keys_and_unreleased_lessons() -> None:
     view, locked = domain.learner_view(_content(), NOW)
     assert locked == {"l3"}
