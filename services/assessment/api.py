@@ -32,9 +32,11 @@ from services.assessment.handlers import (
 )
 from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import UnitOfWork
-from suuupra_runtime.errors import Unauthenticated
+from suuupra_runtime.errors import FieldViolation, InvalidArgument, Unauthenticated
 from suuupra_runtime.idempotency import run_idempotent
 from suuupra_runtime.timestamps import optional_timestamp_pb as ts
+from suuupra_runtime.updates import etag_of, mask_paths
+from suuupra_runtime.validation import violations_of
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -158,6 +160,8 @@ def assignment_pb(a: domain.Assignment) -> res.Assignment:
         create_time=ts(a.created_at),
         publish_time=ts(a.published_at),
         created_by=a.created_by,
+        etag=etag_of(a.version),
+        update_time=ts(a.updated_at),
     )
 
 
@@ -266,6 +270,45 @@ def new_assignment(r: pb.CreateAssignmentRequest) -> NewAssignment:
     )
 
 
+def _create_fields_of(a: res.Assignment, paths: frozenset[str]) -> pb.CreateAssignmentRequest:
+    """The masked fields of `a` in a CreateAssignmentRequest, whose contract rules they obey."""
+    probe = pb.CreateAssignmentRequest()
+    source: Message = a  # field names are dynamic here
+    for path in paths:
+        field = probe.DESCRIPTOR.fields_by_name[path]
+        value = getattr(a, path)
+        if field.is_repeated:
+            getattr(probe, path).extend(value)
+        elif field.message_type is not None:
+            if source.HasField(path):
+                getattr(probe, path).CopyFrom(value)
+        else:
+            setattr(probe, path, value)
+    return probe
+
+
+def assignment_changes(r: pb.UpdateAssignmentRequest) -> tuple[frozenset[str], dict[str, Any]]:
+    """The mask's paths and their new values. The values must satisfy the rules
+    CreateAssignmentRequest declares for the same fields (one set of rules, in the contract);
+    fields outside the mask are ignored."""
+    paths = mask_paths(r.update_mask.paths, domain.UPDATABLE_FIELDS, "assignment")
+    probe = _create_fields_of(r.assignment, paths)
+    # The id obeys the rule every request naming an assignment declares.
+    violations = [
+        FieldViolation(f"assignment.{v.field}", v.description)
+        for v in violations_of(pb.GetAssignmentRequest(assignment_id=r.assignment.assignment_id))
+    ]
+    violations += [
+        FieldViolation(f"assignment.{v.field}", v.description)
+        for v in violations_of(probe)
+        if v.field.split(".")[0].split("[")[0] in paths
+    ]
+    if violations:
+        raise InvalidArgument(violations, reason="INVALID_REQUEST")
+    cmd = new_assignment(probe)
+    return paths, {path: getattr(cmd, path) for path in paths}
+
+
 # ---------------------------------------------------------------------------------------------
 # Servicers
 
@@ -314,6 +357,52 @@ class AssignmentApi(rpc.AssignmentServiceServicer):
             method=_method("AssignmentService", "PublishAssignment"),
             request=request,
             response_type=pb.PublishAssignmentResponse,
+            work=work,
+        )
+
+    async def UpdateAssignment(
+        self, request: pb.UpdateAssignmentRequest, context: Ctx
+    ) -> pb.UpdateAssignmentResponse:
+        p = principal()
+        paths, changes = assignment_changes(request)
+        assignment_id, etag = request.assignment.assignment_id, request.assignment.etag
+        if "attachment_file_ids" in paths:
+            added = await self.a.new_attachments(p, assignment_id, changes["attachment_file_ids"])
+            await self.a.check_attachments(p, added)
+
+        async def work(uow: UnitOfWork) -> pb.UpdateAssignmentResponse:
+            updated = await self.a.update_assignment(uow, p, assignment_id, etag, changes)
+            return pb.UpdateAssignmentResponse(assignment=assignment_pb(updated))
+
+        response = await _idempotent(
+            self.a,
+            p,
+            method=_method("AssignmentService", "UpdateAssignment"),
+            request=request,
+            response_type=pb.UpdateAssignmentResponse,
+            work=work,
+        )
+        a = response.assignment
+        if "attachment_file_ids" in paths and a.attachment_file_ids:
+            # After the commit, as on create; granting again is harmless.
+            await self.a.grant_attachments_of(p, a.assignment_id, list(a.attachment_file_ids))
+        return response
+
+    async def DeleteAssignment(
+        self, request: pb.DeleteAssignmentRequest, context: Ctx
+    ) -> pb.DeleteAssignmentResponse:
+        p = principal()
+
+        async def work(uow: UnitOfWork) -> pb.DeleteAssignmentResponse:
+            await self.a.delete_assignment(uow, p, request.assignment_id, request.etag)
+            return pb.DeleteAssignmentResponse()
+
+        return await _idempotent(
+            self.a,
+            p,
+            method=_method("AssignmentService", "DeleteAssignment"),
+            request=request,
+            response_type=pb.DeleteAssignmentResponse,
             work=work,
         )
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fractions import Fraction
+from typing import Any
 
 from suuupra_runtime.errors import (
     FailedPrecondition,
@@ -95,6 +96,9 @@ class Assignment:
     created_by: str
     created_at: datetime
     published_at: datetime | None = None
+    # Increases with every write; the etag is derived from it.
+    version: int = 1
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -123,32 +127,250 @@ def check_new_assignment(
     submission_types: Iterable[SubmissionType],
     allowed_file_types: Sequence[str],
     late_policy: LatePolicy,
+    prefix: str = "",
 ) -> int:
-    """Validate what protovalidate cannot (relations between fields); returns the max points."""
+    """Validate what protovalidate cannot (relations between fields); returns the max points.
+    `prefix` names the message holding the fields in violations (`assignment.` on updates)."""
     violations: list[FieldViolation] = []
     if not open_time < due_time:
-        violations.append(FieldViolation("due_time", "must be after open_time"))
+        violations.append(FieldViolation(f"{prefix}due_time", "must be after open_time"))
     if close_time < due_time:
-        violations.append(FieldViolation("close_time", "must not be before due_time"))
+        violations.append(FieldViolation(f"{prefix}close_time", "must not be before due_time"))
     ids = [c.criterion_id for c in rubric]
     if len(set(ids)) != len(ids):
-        violations.append(FieldViolation("rubric", "criterion ids must be unique"))
+        violations.append(FieldViolation(f"{prefix}rubric", "criterion ids must be unique"))
     if allowed_file_types and SubmissionType.FILES not in set(submission_types):
         violations.append(
-            FieldViolation("allowed_file_types", "only for assignments that accept files")
+            FieldViolation(f"{prefix}allowed_file_types", "only for assignments that accept files")
         )
     if late_policy.percent_per_day_bp and close_time == due_time:
         violations.append(
-            FieldViolation("late_policy", "a late policy needs a close_time after due_time")
+            FieldViolation(
+                f"{prefix}late_policy", "a late policy needs a close_time after due_time"
+            )
         )
     points = sum(c.max_points_centi for c in rubric) if rubric else max_points_centi
     if points <= 0:
         violations.append(
-            FieldViolation("max_points_centi", "must be positive (or give a rubric with points)")
+            FieldViolation(
+                f"{prefix}max_points_centi", "must be positive (or give a rubric with points)"
+            )
         )
     if violations:
         raise InvalidArgument(violations)
     return points
+
+
+def with_criterion_ids(rubric: Sequence[RubricCriterion]) -> tuple[RubricCriterion, ...]:
+    """Criteria without an id get `c<position>` (ids are stable once given)."""
+    return tuple(
+        c if c.criterion_id else replace(c, criterion_id=f"c{index + 1}")
+        for index, c in enumerate(rubric)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Editing and deleting assignments
+#
+# Drafts change freely. Publishing fixes the audience (section). Once anyone has submitted, the
+# terms may only become more lenient (later due/close time, earlier open time, more attempts,
+# more accepted kinds and types, a milder late policy), and they apply from then on: work
+# already handed in keeps the lateness it was given at submit time, as with extensions. Once
+# anything is graded, the points and the rubric's structure are fixed, because every grade was
+# given against them (rubric wording may still change). Deleting needs no work to exist.
+
+UPDATABLE_FIELDS = (
+    "section_id",
+    "title",
+    "instructions",
+    "attachment_file_ids",
+    "max_points_centi",
+    "submission_types",
+    "allowed_file_types",
+    "max_attempts",
+    "open_time",
+    "due_time",
+    "close_time",
+    "rubric",
+    "late_policy",
+    "category",
+)
+
+# Changes students are not told about: the gradebook category is the staff's bookkeeping.
+UNANNOUNCED_FIELDS = frozenset({"category"})
+
+
+@dataclass(frozen=True)
+class WorkFacts:
+    """What exists for an assignment that edits and deletes must not invalidate."""
+
+    submissions: int = 0
+    grades: int = 0
+
+
+def _rubric_structure(rubric: Sequence[RubricCriterion]) -> list[tuple[str, tuple[int, ...]]]:
+    return [(c.criterion_id, tuple(lv.points_centi for lv in c.levels)) for c in rubric]
+
+
+def _harsher_terms(before: Assignment, after: Assignment, changed: set[str]) -> list[str]:
+    """The changed fields whose new value is stricter for students than the old one."""
+    harsher = []
+    if "open_time" in changed and after.open_time > before.open_time:
+        harsher.append("open_time")
+    if "due_time" in changed and after.due_time < before.due_time:
+        harsher.append("due_time")
+    if "close_time" in changed and after.close_time < before.close_time:
+        harsher.append("close_time")
+    if "max_attempts" in changed and after.max_attempts < before.max_attempts:
+        harsher.append("max_attempts")
+    if "submission_types" in changed and not after.submission_types >= before.submission_types:
+        harsher.append("submission_types")
+    # Empty allows every type: widening means "any" or every type allowed before still allowed.
+    if (
+        "allowed_file_types" in changed
+        and after.allowed_file_types
+        and (
+            not before.allowed_file_types
+            or not set(after.allowed_file_types) >= set(before.allowed_file_types)
+        )
+    ):
+        harsher.append("allowed_file_types")
+    if "late_policy" in changed and (
+        after.late_policy.percent_per_day_bp > before.late_policy.percent_per_day_bp
+        or after.late_policy.floor_bp < before.late_policy.floor_bp
+    ):
+        harsher.append("late_policy")
+    return harsher
+
+
+_HARSHER = {
+    "open_time": "may only move earlier",
+    "due_time": "may only move later",
+    "close_time": "may only move later",
+    "max_attempts": "may only grow",
+    "submission_types": "may only gain kinds",
+    "allowed_file_types": "may only allow more types",
+    "late_policy": "may only become milder (lower rate per day, higher floor)",
+}
+
+
+def edit_assignment(
+    current: Assignment,
+    changes: Mapping[str, Any],
+    work: WorkFacts,
+    at: datetime,
+) -> tuple[Assignment, tuple[str, ...]]:
+    """The assignment with `changes` (field name → new value) applied, and the names of the
+    fields that really changed (in `UPDATABLE_FIELDS` order). Nothing changed: the current
+    assignment as it is. Raises InvalidArgument for values that do not fit together and
+    FailedPrecondition for changes the assignment's state or existing work forbid."""
+    unknown = sorted(set(changes) - set(UPDATABLE_FIELDS))
+    if unknown:
+        raise InvalidArgument(
+            [FieldViolation("update_mask", f"unknown or read-only path {p!r}") for p in unknown]
+        )
+    proposed = replace(current, **changes)
+    if "rubric" in changes:
+        proposed = replace(proposed, rubric=with_criterion_ids(proposed.rubric))
+    if (
+        "max_points_centi" in changes
+        and "rubric" not in changes
+        and proposed.rubric
+        and changes["max_points_centi"] != current.max_points_centi
+    ):
+        raise InvalidArgument(
+            [
+                FieldViolation(
+                    "assignment.max_points_centi",
+                    "set by the rubric (the sum of each criterion's best level): change the rubric",
+                )
+            ]
+        )
+    points = check_new_assignment(
+        open_time=proposed.open_time,
+        due_time=proposed.due_time,
+        close_time=proposed.close_time,
+        rubric=proposed.rubric,
+        max_points_centi=proposed.max_points_centi,
+        submission_types=proposed.submission_types,
+        allowed_file_types=proposed.allowed_file_types,
+        late_policy=proposed.late_policy,
+        prefix="assignment.",
+    )
+    proposed = replace(proposed, max_points_centi=points)
+    changed = {f for f in UPDATABLE_FIELDS if getattr(proposed, f) != getattr(current, f)}
+    if not changed:
+        return current, ()
+
+    subject = f"assignments/{current.assignment_id}"
+    refused: list[PreconditionViolation] = []
+    reason = ""
+    if work.grades:
+        if "max_points_centi" in changed:
+            refused.append(
+                PreconditionViolation(
+                    "GRADES_EXIST", subject, "max_points_centi is fixed once anything is graded"
+                )
+            )
+        if _rubric_structure(proposed.rubric) != _rubric_structure(current.rubric):
+            refused.append(
+                PreconditionViolation(
+                    "GRADES_EXIST",
+                    subject,
+                    "the rubric's criteria, levels and points are fixed once anything is "
+                    "graded (titles and descriptions may change)",
+                )
+            )
+        reason = reason or ("ASSIGNMENT_GRADED" if refused else "")
+    if work.submissions:
+        before = len(refused)
+        refused.extend(
+            PreconditionViolation(
+                "SUBMISSIONS_EXIST", subject, f"{name} {_HARSHER[name]} once students submitted"
+            )
+            for name in _harsher_terms(current, proposed, changed)
+        )
+        if len(refused) > before:
+            reason = reason or "ASSIGNMENT_HAS_SUBMISSIONS"
+    if current.state is AssignmentState.PUBLISHED and "section_id" in changed:
+        refused.append(
+            PreconditionViolation(
+                "PUBLISHED",
+                subject,
+                "the audience (section_id) of a published assignment is fixed",
+            )
+        )
+        reason = reason or "ASSIGNMENT_PUBLISHED"
+    if refused:
+        raise FailedPrecondition("; ".join(v.description for v in refused), refused, reason=reason)
+    edited = replace(proposed, version=current.version + 1, updated_at=at)
+    return edited, tuple(f for f in UPDATABLE_FIELDS if f in changed)
+
+
+def announced_changes(assignment: Assignment, changed: Sequence[str]) -> tuple[str, ...]:
+    """The changes students hear about (AssignmentUpdated): only on published assignments,
+    never the gradebook category alone."""
+    if assignment.state is not AssignmentState.PUBLISHED:
+        return ()
+    return tuple(f for f in changed if f not in UNANNOUNCED_FIELDS)
+
+
+def check_deletable(assignment: Assignment, work: WorkFacts) -> None:
+    """Drafts and published assignments nobody has submitted to may go; submitted work never
+    does (grades need a submission, so no grade is lost either)."""
+    if work.submissions:
+        raise FailedPrecondition(
+            f"{work.submissions} submission(s) exist: an assignment with work handed in is "
+            "never deleted",
+            [
+                PreconditionViolation(
+                    "SUBMISSIONS_EXIST",
+                    f"assignments/{assignment.assignment_id}",
+                    "students have submitted",
+                )
+            ],
+            reason="ASSIGNMENT_HAS_SUBMISSIONS",
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,6 +837,22 @@ class AssignmentPublished:
 
 
 @dataclass(frozen=True)
+class AssignmentUpdated:
+    assignment: Assignment
+    changed_fields: tuple[str, ...]
+    previous_due_time: datetime | None
+    updated_by: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class AssignmentDeleted:
+    assignment: Assignment
+    deleted_by: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
 class SubmissionCreated:
     tenant_id: str
     submission_id: str
@@ -667,7 +905,13 @@ class AssignmentDueSoon:
 
 
 DomainEvent = (
-    AssignmentPublished | AssignmentDueSoon | SubmissionCreated | GradeReleased | GradeChanged
+    AssignmentPublished
+    | AssignmentUpdated
+    | AssignmentDeleted
+    | AssignmentDueSoon
+    | SubmissionCreated
+    | GradeReleased
+    | GradeChanged
 )
 
 

@@ -11,6 +11,7 @@ inside the runtime consumer's transaction (inbox row included), so each event ap
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypedDict
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -24,20 +25,57 @@ from suuupra_runtime.events import EventHandler
 from suuupra_runtime.timestamps import timestamp_pb as _ts
 
 
+class _About(TypedDict):
+    tenant_id: str
+    assignment_id: str
+    course_id: str
+    batch_id: str
+    section_id: str
+    title: str
+
+
+def _about(a: domain.Assignment) -> _About:
+    """The fields naming the assignment, shared by the assignment events."""
+    return {
+        "tenant_id": a.tenant_id,
+        "assignment_id": a.assignment_id,
+        "course_id": a.course_id,
+        "batch_id": a.batch_id,
+        "section_id": a.section_id,
+        "title": a.title,
+    }
+
+
 def to_proto(event: domain.DomainEvent) -> tuple[Message, str]:
     """The proto event and its ordering key."""
     match event:
         case domain.AssignmentPublished():
             a = event.assignment
             return ev.AssignmentPublished(
-                tenant_id=a.tenant_id,
-                assignment_id=a.assignment_id,
-                course_id=a.course_id,
-                batch_id=a.batch_id,
-                section_id=a.section_id,
-                title=a.title,
+                **_about(a),
                 due_time=_ts(a.due_time),
                 max_points_centi=a.max_points_centi,
+                occurred_at=_ts(event.occurred_at),
+            ), a.assignment_id
+        case domain.AssignmentUpdated():
+            a = event.assignment
+            updated = ev.AssignmentUpdated(
+                **_about(a),
+                changed_fields=list(event.changed_fields),
+                due_time=_ts(a.due_time),
+                close_time=_ts(a.close_time),
+                max_points_centi=a.max_points_centi,
+                updated_by=event.updated_by,
+                occurred_at=_ts(event.occurred_at),
+            )
+            if event.previous_due_time is not None:
+                updated.previous_due_time.CopyFrom(_ts(event.previous_due_time))
+            return updated, a.assignment_id
+        case domain.AssignmentDeleted():
+            a = event.assignment
+            return ev.AssignmentDeleted(
+                **_about(a),
+                deleted_by=event.deleted_by,
                 occurred_at=_ts(event.occurred_at),
             ), a.assignment_id
         case domain.AssignmentDueSoon():

@@ -37,6 +37,7 @@ from suuupra_runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from suuupra_runtime.updates import etag_matches, etag_of
 
 Emit = Callable[[UnitOfWork, domain.DomainEvent], None]
 
@@ -261,10 +262,20 @@ class Assessment:
         return actor, sections
 
     async def _assignment(
-        self, session: AsyncSession, p: Principal, assignment_id: str, *, for_update: bool = False
+        self,
+        session: AsyncSession,
+        p: Principal,
+        assignment_id: str,
+        *,
+        for_update: bool = False,
+        for_key_share: bool = False,
     ) -> domain.Assignment:
         assignment = await store.load_assignment(
-            session, p.tenant_id, assignment_id, for_update=for_update
+            session,
+            p.tenant_id,
+            assignment_id,
+            for_update=for_update,
+            for_key_share=for_key_share,
         )
         if assignment is None:
             raise _not_found("assignment", assignment_id)
@@ -301,10 +312,8 @@ class Assessment:
             allowed_file_types=cmd.allowed_file_types,
             late_policy=cmd.late_policy,
         )
-        rubric = tuple(
-            c if c.criterion_id else replace(c, criterion_id=f"c{index + 1}")
-            for index, c in enumerate(cmd.rubric)
-        )
+        rubric = domain.with_criterion_ids(cmd.rubric)
+        now = self.clock()
         assignment = domain.Assignment(
             assignment_id=str(uuid.uuid4()),
             tenant_id=p.tenant_id,
@@ -326,7 +335,8 @@ class Assessment:
             category=cmd.category,
             state=domain.AssignmentState.DRAFT,
             created_by=p.user_id,
-            created_at=self.clock(),
+            created_at=now,
+            updated_at=now,
         )
         await uow.session.execute(
             insert(store.assignments).values(**store.assignment_values(assignment))
@@ -342,14 +352,96 @@ class Assessment:
         if assignment.state is domain.AssignmentState.PUBLISHED:
             return assignment  # publishing twice is a no-op, not an error
         now = self.clock()
-        published = replace(assignment, state=domain.AssignmentState.PUBLISHED, published_at=now)
+        published = replace(
+            assignment,
+            state=domain.AssignmentState.PUBLISHED,
+            published_at=now,
+            version=assignment.version + 1,
+            updated_at=now,
+        )
         await uow.session.execute(
             update(store.assignments)
             .where(store.assignments.c.assignment_id == assignment_id)
-            .values(state=published.state.value, published_at=now)
+            .values(
+                state=published.state.value,
+                published_at=now,
+                version=published.version,
+                updated_at=now,
+            )
         )
         self.emit(uow, domain.AssignmentPublished(published, now))
         return published
+
+    async def _managed_assignment(
+        self, session: AsyncSession, p: Principal, assignment_id: str, etag: str
+    ) -> domain.Assignment:
+        """The assignment locked for a write by an instructor of its batch, at `etag`."""
+        assignment = await self._assignment(session, p, assignment_id, for_update=True)
+        actor, _ = await self._actor(session, p, assignment.batch_id)
+        domain.require_instructor(actor, assignment.batch_id)
+        if not etag_matches(etag, assignment.version):
+            raise Aborted(
+                f"assignment {assignment_id} changed since it was read (etag "
+                f"{etag_of(assignment.version)}); re-read it and retry",
+                reason="ETAG_MISMATCH",
+            )
+        return assignment
+
+    async def new_attachments(
+        self, p: Principal, assignment_id: str, file_ids: Sequence[str]
+    ) -> list[str]:
+        """The attachments an edit adds (files not attached yet), for checking them against the
+        files service before the transaction: like at creation, they must be the editor's own.
+        Files attached before stay, whoever attached them."""
+        if not file_ids:
+            return []
+        async with self.db.unit_of_work(tenant_id=p.tenant_id) as uow:
+            current = await store.load_assignment(uow.session, p.tenant_id, assignment_id)
+        attached = set(current.attachment_file_ids) if current is not None else set()
+        return [f for f in file_ids if f not in attached]
+
+    async def update_assignment(
+        self,
+        uow: UnitOfWork,
+        p: Principal,
+        assignment_id: str,
+        etag: str,
+        changes: dict[str, Any],
+    ) -> domain.Assignment:
+        session = uow.session
+        current = await self._managed_assignment(session, p, assignment_id, etag)
+        work = await store.work_facts(session, p.tenant_id, assignment_id)
+        now = self.clock()
+        edited, changed = domain.edit_assignment(current, changes, work, now)
+        if not changed:
+            return current  # the same values again: nothing to write or announce
+        await store.save_assignment_edit(session, edited, due_time_changed="due_time" in changed)
+        announced = domain.announced_changes(edited, changed)
+        if announced:
+            self.emit(
+                uow,
+                domain.AssignmentUpdated(
+                    assignment=edited,
+                    changed_fields=announced,
+                    previous_due_time=current.due_time if "due_time" in changed else None,
+                    updated_by=p.user_id,
+                    occurred_at=now,
+                ),
+            )
+        return edited
+
+    async def delete_assignment(
+        self, uow: UnitOfWork, p: Principal, assignment_id: str, etag: str
+    ) -> None:
+        session = uow.session
+        assignment = await self._managed_assignment(session, p, assignment_id, etag)
+        domain.check_deletable(
+            assignment, await store.work_facts(session, p.tenant_id, assignment_id)
+        )
+        await store.delete_assignment(session, p.tenant_id, assignment_id)
+        if assignment.state is domain.AssignmentState.PUBLISHED:
+            # Students were told about it; drafts were never announced.
+            self.emit(uow, domain.AssignmentDeleted(assignment, p.user_id, self.clock()))
 
     async def get_assignment(self, p: Principal, assignment_id: str) -> domain.Assignment:
         async with self.db.unit_of_work(tenant_id=p.tenant_id) as uow:
@@ -514,7 +606,7 @@ class Assessment:
         content: domain.SubmissionContent,
     ) -> SubmissionView:
         session = uow.session
-        assignment = await self._assignment(session, p, assignment_id)
+        assignment = await self._assignment(session, p, assignment_id, for_key_share=True)
         actor, sections = await self._actor(session, p, assignment.batch_id)
         domain.require_student(actor, assignment.batch_id)
         if assignment.state is not domain.AssignmentState.PUBLISHED:
@@ -677,7 +769,7 @@ class Assessment:
         sub = await store.load_submission(session, p.tenant_id, cmd.submission_id)
         if sub is None:
             raise _not_found("submission", cmd.submission_id)
-        assignment = await self._assignment(session, p, sub.assignment_id)
+        assignment = await self._assignment(session, p, sub.assignment_id, for_key_share=True)
         actor, _ = await self._actor(session, p, assignment.batch_id)
         domain.require_grader(actor, assignment.batch_id)
         raw = domain.raw_score(assignment, cmd.score_centi, cmd.rubric_scores)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    func,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -86,6 +87,8 @@ assignments = Table(
     Column("created_at", DateTime(timezone=True)),
     Column("published_at", DateTime(timezone=True)),
     Column("due_soon_sent_at", DateTime(timezone=True)),
+    Column("version", BigInteger),
+    Column("updated_at", DateTime(timezone=True)),
 )
 
 student_exceptions = Table(
@@ -351,7 +354,84 @@ def assignment_values(a: domain.Assignment) -> dict[str, Any]:
         "created_by": a.created_by,
         "created_at": a.created_at,
         "published_at": a.published_at,
+        "version": a.version,
+        "updated_at": a.updated_at or a.created_at,
     }
+
+
+# What an edit may write (identity, batch and history columns never change).
+_EDITABLE_COLUMNS = (set(domain.UPDATABLE_FIELDS) - {"late_policy"}) | {
+    "late_per_day_bp",
+    "late_floor_bp",
+    "version",
+    "updated_at",
+}
+
+
+async def save_assignment_edit(
+    session: AsyncSession, a: domain.Assignment, *, due_time_changed: bool
+) -> None:
+    """Write an edited assignment. A new due time gets its own "due soon" reminder (the sweep
+    announces once per due time), and students who already used attempts get the new limit."""
+    values = {k: v for k, v in assignment_values(a).items() if k in _EDITABLE_COLUMNS}
+    if due_time_changed:
+        values["due_soon_sent_at"] = None
+    await session.execute(
+        assignments.update()
+        .where(
+            assignments.c.tenant_id == a.tenant_id,
+            assignments.c.assignment_id == a.assignment_id,
+        )
+        .values(**values)
+    )
+    await session.execute(
+        attempt_counters.update()
+        .where(
+            attempt_counters.c.tenant_id == a.tenant_id,
+            attempt_counters.c.assignment_id == a.assignment_id,
+            attempt_counters.c.max_attempts != a.max_attempts,
+        )
+        .values(max_attempts=a.max_attempts)
+    )
+
+
+async def work_facts(session: AsyncSession, tenant_id: str, assignment_id: str) -> domain.WorkFacts:
+    """How many submissions and grades an assignment has (call with the assignment locked)."""
+    row = (
+        await session.execute(
+            select(
+                select(func.count())
+                .select_from(submissions)
+                .where(
+                    submissions.c.tenant_id == tenant_id,
+                    submissions.c.assignment_id == assignment_id,
+                )
+                .scalar_subquery(),
+                select(func.count())
+                .select_from(grades)
+                .where(grades.c.tenant_id == tenant_id, grades.c.assignment_id == assignment_id)
+                .scalar_subquery(),
+            )
+        )
+    ).one()
+    return domain.WorkFacts(submissions=int(row[0]), grades=int(row[1]))
+
+
+async def delete_assignment(session: AsyncSession, tenant_id: str, assignment_id: str) -> None:
+    """Remove an assignment and its per-student exceptions. Submissions, attempt counters and
+    grades reference the assignment (foreign keys), so the database itself refuses to delete
+    one that has any."""
+    await session.execute(
+        student_exceptions.delete().where(
+            student_exceptions.c.tenant_id == tenant_id,
+            student_exceptions.c.assignment_id == assignment_id,
+        )
+    )
+    await session.execute(
+        assignments.delete().where(
+            assignments.c.tenant_id == tenant_id, assignments.c.assignment_id == assignment_id
+        )
+    )
 
 
 def assignment_of(row: Any) -> domain.Assignment:
@@ -378,17 +458,29 @@ def assignment_of(row: Any) -> domain.Assignment:
         created_by=row.created_by,
         created_at=row.created_at,
         published_at=row.published_at,
+        version=row.version,
+        updated_at=row.updated_at,
     )
 
 
 async def load_assignment(
-    session: AsyncSession, tenant_id: str, assignment_id: str, *, for_update: bool = False
+    session: AsyncSession,
+    tenant_id: str,
+    assignment_id: str,
+    *,
+    for_update: bool = False,
+    for_key_share: bool = False,
 ) -> domain.Assignment | None:
+    """`for_update` serialises writers of the assignment (publish, edit, delete);
+    `for_key_share` is what a submit or a grade takes: they run side by side, but an edit or a
+    delete waits for them (and they for it), so none acts on terms that are being replaced."""
     stmt = select(assignments).where(
         assignments.c.tenant_id == tenant_id, assignments.c.assignment_id == assignment_id
     )
     if for_update:
         stmt = stmt.with_for_update()
+    elif for_key_share:
+        stmt = stmt.with_for_update(read=True, key_share=True)
     row = (await session.execute(stmt)).first()
     return assignment_of(row) if row is not None else None
 

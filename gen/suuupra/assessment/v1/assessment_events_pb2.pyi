@@ -70,6 +70,118 @@ class AssignmentPublished(_message.Message):
 Global___AssignmentPublished: _TypeAlias = AssignmentPublished  # noqa: Y015
 
 @_typing.final
+class AssignmentUpdated(_message.Message):
+    """A published assignment changed in a way its students should hear about (anything but its
+    gradebook category). Drafts emit nothing: students never saw them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    SECTION_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    DUE_TIME_FIELD_NUMBER: _builtins.int
+    PREVIOUS_DUE_TIME_FIELD_NUMBER: _builtins.int
+    CLOSE_TIME_FIELD_NUMBER: _builtins.int
+    MAX_POINTS_CENTI_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    assignment_id: _builtins.str
+    course_id: _builtins.str
+    batch_id: _builtins.str
+    section_id: _builtins.str
+    """Empty when the assignment is for the whole batch."""
+    title: _builtins.str
+    max_points_centi: _builtins.int
+    updated_by: _builtins.str
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the Assignment fields that changed ("due_time", "instructions", ...)."""
+
+    @_builtins.property
+    def due_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def previous_due_time(self) -> _timestamp_pb2.Timestamp:
+        """Set when the due time changed: the one students were told before."""
+
+    @_builtins.property
+    def close_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        assignment_id: _builtins.str = ...,
+        course_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        section_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        due_time: _timestamp_pb2.Timestamp | None = ...,
+        previous_due_time: _timestamp_pb2.Timestamp | None = ...,
+        close_time: _timestamp_pb2.Timestamp | None = ...,
+        max_points_centi: _builtins.int = ...,
+        updated_by: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "due_time", b"due_time", "occurred_at", b"occurred_at", "previous_due_time", b"previous_due_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "batch_id", b"batch_id", "changed_fields", b"changed_fields", "close_time", b"close_time", "course_id", b"course_id", "due_time", b"due_time", "max_points_centi", b"max_points_centi", "occurred_at", b"occurred_at", "previous_due_time", b"previous_due_time", "section_id", b"section_id", "tenant_id", b"tenant_id", "title", b"title", "updated_by", b"updated_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignmentUpdated: _TypeAlias = AssignmentUpdated  # noqa: Y015
+
+@_typing.final
+class AssignmentDeleted(_message.Message):
+    """A published assignment nobody had submitted to was deleted (drafts emit nothing)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    ASSIGNMENT_ID_FIELD_NUMBER: _builtins.int
+    COURSE_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    SECTION_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    DELETED_BY_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    tenant_id: _builtins.str
+    assignment_id: _builtins.str
+    course_id: _builtins.str
+    batch_id: _builtins.str
+    section_id: _builtins.str
+    title: _builtins.str
+    deleted_by: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tenant_id: _builtins.str = ...,
+        assignment_id: _builtins.str = ...,
+        course_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        section_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        deleted_by: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignment_id", b"assignment_id", "batch_id", b"batch_id", "course_id", b"course_id", "deleted_by", b"deleted_by", "occurred_at", b"occurred_at", "section_id", b"section_id", "tenant_id", b"tenant_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssignmentDeleted: _TypeAlias = AssignmentDeleted  # noqa: Y015
+
+@_typing.final
 class AssignmentDueSoon(_message.Message):
     """Emitted once per assignment when its due time is near (default 24 h before), for students of
     the batch who have not submitted yet.

@@ -224,6 +224,8 @@ class Assignment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     assignment_id: _builtins.str
     tenant_id: _builtins.str
     course_id: _builtins.str
@@ -239,6 +241,8 @@ class Assignment(_message.Message):
     """Gradebook category ("homework", "exams"); weights are set per batch."""
     state: Global___AssignmentState.ValueType
     created_by: _builtins.str
+    etag: _builtins.str
+    """Changes on every write; send it back on updates and deletes for optimistic concurrency."""
     @_builtins.property
     def attachment_file_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """File ids (files service) attached by the instructor."""
@@ -265,6 +269,8 @@ class Assignment(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def publish_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -290,10 +296,12 @@ class Assignment(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
+        etag: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "create_time", b"create_time", "due_time", b"due_time", "late_policy", b"late_policy", "open_time", b"open_time", "publish_time", b"publish_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["close_time", b"close_time", "create_time", b"create_time", "due_time", b"due_time", "late_policy", b"late_policy", "open_time", b"open_time", "publish_time", b"publish_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_file_types", b"allowed_file_types", "assignment_id", b"assignment_id", "attachment_file_ids", b"attachment_file_ids", "batch_id", b"batch_id", "category", b"category", "close_time", b"close_time", "course_id", b"course_id", "create_time", b"create_time", "created_by", b"created_by", "due_time", b"due_time", "instructions", b"instructions", "late_policy", b"late_policy", "max_attempts", b"max_attempts", "max_points_centi", b"max_points_centi", "open_time", b"open_time", "publish_time", b"publish_time", "rubric", b"rubric", "section_id", b"section_id", "state", b"state", "submission_types", b"submission_types", "tenant_id", b"tenant_id", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_file_types", b"allowed_file_types", "assignment_id", b"assignment_id", "attachment_file_ids", b"attachment_file_ids", "batch_id", b"batch_id", "category", b"category", "close_time", b"close_time", "course_id", b"course_id", "create_time", b"create_time", "created_by", b"created_by", "due_time", b"due_time", "etag", b"etag", "instructions", b"instructions", "late_policy", b"late_policy", "max_attempts", b"max_attempts", "max_points_centi", b"max_points_centi", "open_time", b"open_time", "publish_time", b"publish_time", "rubric", b"rubric", "section_id", b"section_id", "state", b"state", "submission_types", b"submission_types", "tenant_id", b"tenant_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

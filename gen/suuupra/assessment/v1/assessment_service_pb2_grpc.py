@@ -65,6 +65,16 @@ class AssignmentServiceStub(object):
                 request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkRequest.SerializeToString,
                 response_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkResponse.FromString,
                 _registered_method=True)
+        self.UpdateAssignment = channel.unary_unary(
+                '/suuupra.assessment.v1.AssignmentService/UpdateAssignment',
+                request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.UpdateAssignmentRequest.SerializeToString,
+                response_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.UpdateAssignmentResponse.FromString,
+                _registered_method=True)
+        self.DeleteAssignment = channel.unary_unary(
+                '/suuupra.assessment.v1.AssignmentService/DeleteAssignment',
+                request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.DeleteAssignmentRequest.SerializeToString,
+                response_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.DeleteAssignmentResponse.FromString,
+                _registered_method=True)
         self.SetStudentException = channel.unary_unary(
                 '/suuupra.assessment.v1.AssignmentService/SetStudentException',
                 request_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.SetStudentExceptionRequest.SerializeToString,
@@ -117,6 +127,24 @@ class AssignmentServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateAssignment(self, request, context):
+        """Changes the fields named in update_mask (etag: optimistic concurrency). Drafts change
+        freely; once published the audience is fixed, once anyone has submitted the terms may only
+        become more lenient, and once anything is graded the points and rubric structure are fixed
+        (docs/assessment.md). Work already handed in keeps the lateness it was given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAssignment(self, request, context):
+        """Deletes an assignment nobody has submitted to (a draft, or a published one without
+        submissions); FAILED_PRECONDITION once any work exists, so no submission or grade is lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetStudentException(self, request, context):
         """Sets one student's extension and/or exemption for an assignment (replaces the previous one).
         """
@@ -151,6 +179,16 @@ def add_AssignmentServiceServicer_to_server(servicer, server):
                     servicer.CreateAttachmentLink,
                     request_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkRequest.FromString,
                     response_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkResponse.SerializeToString,
+            ),
+            'UpdateAssignment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAssignment,
+                    request_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.UpdateAssignmentRequest.FromString,
+                    response_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.UpdateAssignmentResponse.SerializeToString,
+            ),
+            'DeleteAssignment': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAssignment,
+                    request_deserializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.DeleteAssignmentRequest.FromString,
+                    response_serializer=suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.DeleteAssignmentResponse.SerializeToString,
             ),
             'SetStudentException': grpc.unary_unary_rpc_method_handler(
                     servicer.SetStudentException,
@@ -299,6 +337,60 @@ class AssignmentService(object):
             '/suuupra.assessment.v1.AssignmentService/CreateAttachmentLink',
             suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkRequest.SerializeToString,
             suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.CreateAttachmentLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAssignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suuupra.assessment.v1.AssignmentService/UpdateAssignment',
+            suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.UpdateAssignmentRequest.SerializeToString,
+            suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.UpdateAssignmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAssignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/suuupra.assessment.v1.AssignmentService/DeleteAssignment',
+            suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.DeleteAssignmentRequest.SerializeToString,
+            suuupra_dot_assessment_dot_v1_dot_assessment__service__pb2.DeleteAssignmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

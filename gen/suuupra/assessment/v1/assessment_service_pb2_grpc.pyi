@@ -51,6 +51,16 @@ class AssignmentServiceStub:
     """A short-lived download link for one of the assignment's attachments (anyone who may see the
     assignment).
     """
+    UpdateAssignment: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.UpdateAssignmentRequest, _assessment_service_pb2.UpdateAssignmentResponse]
+    """Changes the fields named in update_mask (etag: optimistic concurrency). Drafts change
+    freely; once published the audience is fixed, once anyone has submitted the terms may only
+    become more lenient, and once anything is graded the points and rubric structure are fixed
+    (docs/assessment.md). Work already handed in keeps the lateness it was given.
+    """
+    DeleteAssignment: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.DeleteAssignmentRequest, _assessment_service_pb2.DeleteAssignmentResponse]
+    """Deletes an assignment nobody has submitted to (a draft, or a published one without
+    submissions); FAILED_PRECONDITION once any work exists, so no submission or grade is lost.
+    """
     SetStudentException: _grpc.UnaryUnaryMultiCallable[_assessment_service_pb2.SetStudentExceptionRequest, _assessment_service_pb2.SetStudentExceptionResponse]
     """Sets one student's extension and/or exemption for an assignment (replaces the previous one)."""
 
@@ -76,6 +86,16 @@ class AssignmentServiceAsyncStub(AssignmentServiceStub):
     CreateAttachmentLink: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.CreateAttachmentLinkRequest, _assessment_service_pb2.CreateAttachmentLinkResponse]  # type: ignore[assignment]
     """A short-lived download link for one of the assignment's attachments (anyone who may see the
     assignment).
+    """
+    UpdateAssignment: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.UpdateAssignmentRequest, _assessment_service_pb2.UpdateAssignmentResponse]  # type: ignore[assignment]
+    """Changes the fields named in update_mask (etag: optimistic concurrency). Drafts change
+    freely; once published the audience is fixed, once anyone has submitted the terms may only
+    become more lenient, and once anything is graded the points and rubric structure are fixed
+    (docs/assessment.md). Work already handed in keeps the lateness it was given.
+    """
+    DeleteAssignment: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.DeleteAssignmentRequest, _assessment_service_pb2.DeleteAssignmentResponse]  # type: ignore[assignment]
+    """Deletes an assignment nobody has submitted to (a draft, or a published one without
+    submissions); FAILED_PRECONDITION once any work exists, so no submission or grade is lost.
     """
     SetStudentException: _aio.UnaryUnaryMultiCallable[_assessment_service_pb2.SetStudentExceptionRequest, _assessment_service_pb2.SetStudentExceptionResponse]  # type: ignore[assignment]
     """Sets one student's extension and/or exemption for an assignment (replaces the previous one)."""
@@ -129,6 +149,28 @@ class AssignmentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_assessment_service_pb2.CreateAttachmentLinkResponse, _abc.Awaitable[_assessment_service_pb2.CreateAttachmentLinkResponse]]:
         """A short-lived download link for one of the assignment's attachments (anyone who may see the
         assignment).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateAssignment(
+        self,
+        request: _assessment_service_pb2.UpdateAssignmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assessment_service_pb2.UpdateAssignmentResponse, _abc.Awaitable[_assessment_service_pb2.UpdateAssignmentResponse]]:
+        """Changes the fields named in update_mask (etag: optimistic concurrency). Drafts change
+        freely; once published the audience is fixed, once anyone has submitted the terms may only
+        become more lenient, and once anything is graded the points and rubric structure are fixed
+        (docs/assessment.md). Work already handed in keeps the lateness it was given.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAssignment(
+        self,
+        request: _assessment_service_pb2.DeleteAssignmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_assessment_service_pb2.DeleteAssignmentResponse, _abc.Awaitable[_assessment_service_pb2.DeleteAssignmentResponse]]:
+        """Deletes an assignment nobody has submitted to (a draft, or a published one without
+        submissions); FAILED_PRECONDITION once any work exists, so no submission or grade is lost.
         """
 
     @_abc_1.abstractmethod
