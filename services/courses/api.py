@@ -39,6 +39,7 @@ from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument
 from suuupra_runtime.idempotency import run_idempotent
 from suuupra_runtime.timestamps import optional_timestamp_pb as ts
+from suuupra_runtime.updates import etag_of, mask_paths
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -111,7 +112,7 @@ def course_pb(c: domain.Course) -> course_pb2.Course:
         published_version=c.published_version,
         create_time=ts(c.created_at),
         update_time=ts(c.updated_at),
-        etag=domain.etag_of(c.row_version),
+        etag=etag_of(c.row_version),
     )
 
 
@@ -329,18 +330,6 @@ def stats_pb(s: StatsView) -> enrollment_pb2.CompletionStats:
     )
 
 
-def _mask(paths: Iterable[str], allowed: set[str], prefix: str) -> set[str]:
-    out = set(paths)
-    unknown = sorted(out - allowed)
-    if unknown:
-        raise InvalidArgument(
-            [FieldViolation("update_mask", f"unknown or read-only path {p!r}") for p in unknown]
-        )
-    if not out:
-        raise InvalidArgument([FieldViolation("update_mask", f"name at least one {prefix} field")])
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # Servicers
 
@@ -430,7 +419,7 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
         self, request: pb.UpdateCourseRequest, context: Ctx
     ) -> pb.UpdateCourseResponse:
         allowed = {"title", "description", "language", "tags", "department_id", "owner_ids"}
-        paths = _mask(request.update_mask.paths, allowed, "course")
+        paths = mask_paths(request.update_mask.paths, allowed, "course")
         c = request.course
         violations = []
         if "title" in paths and not c.title.strip():
@@ -541,7 +530,7 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
     async def UpdateLesson(
         self, request: pb.UpdateLessonRequest, context: Ctx
     ) -> pb.UpdateLessonResponse:
-        paths = _mask(
+        paths = mask_paths(
             request.update_mask.paths,
             {"title", "prerequisite_lesson_ids", "release_time"},
             "lesson",
@@ -631,7 +620,7 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
     async def UpdateModule(
         self, request: pb.UpdateModuleRequest, context: Ctx
     ) -> pb.UpdateModuleResponse:
-        paths = _mask(request.update_mask.paths, {"title", "release_time"}, "module")
+        paths = mask_paths(request.update_mask.paths, {"title", "release_time"}, "module")
         module = request.module
         violations = []
         if not _is_uuid(module.module_id):

@@ -194,15 +194,6 @@ class Course:
     updated_at: datetime
 
 
-def etag_of(row_version: int) -> str:
-    return f'W/"{row_version}"'
-
-
-def etag_matches(sent: str, row_version: int) -> bool:
-    """An empty etag means "don't care" (AIP-154); any other value must match exactly."""
-    return not sent or sent == etag_of(row_version)
-
-
 def normalize_tags(tags: Iterable[str]) -> tuple[str, ...]:
     """Lower-cased, trimmed, de-duplicated, in first-seen order (tags filter the catalog)."""
     out: list[str] = []

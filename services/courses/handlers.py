@@ -50,6 +50,7 @@ from suuupra_runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from suuupra_runtime.updates import etag_matches, etag_of
 
 Emit = Callable[[UnitOfWork, domain.DomainEvent], None]
 
@@ -345,7 +346,7 @@ class Courses:
     ) -> Course:
         session = uow.session
         course = await self._editable(session, actor, course_id)
-        if not domain.etag_matches(etag, course.row_version):
+        if not etag_matches(etag, course.row_version):
             raise domain_aborted(course_id)
         if changes.get("department_id") and not await store.department_exists(
             session, course.tenant_id, changes["department_id"]
@@ -372,7 +373,7 @@ class Courses:
     ) -> tuple[Course, VersionView]:
         session = uow.session
         course = await self._editable(session, actor, course_id)
-        if not domain.etag_matches(etag, course.row_version):
+        if not etag_matches(etag, course.row_version):
             raise domain_aborted(course_id)
         draft = await store.get_draft(session, course_id)
         domain.require_publishable(draft)
@@ -499,11 +500,11 @@ class Courses:
         course's row version (its etag); a non-empty `etag` must be the current one."""
         session = uow.session
         course = await self._editable(session, actor, course_id)
-        if not domain.etag_matches(etag, course.row_version):
+        if not etag_matches(etag, course.row_version):
             raise domain_aborted(course_id)
         content = change(await store.get_draft(session, course_id))
         await store.save_draft(session, course_id, content, self.clock())
-        return DraftEdit(content, domain.etag_of(course.row_version + 1))
+        return DraftEdit(content, etag_of(course.row_version + 1))
 
     async def create_module(
         self, uow: UnitOfWork, actor: Actor, course_id: str, title: str, release_at: datetime | None

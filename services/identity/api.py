@@ -39,6 +39,7 @@ from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument
 from suuupra_runtime.idempotency import run_idempotent
 from suuupra_runtime.timestamps import optional_timestamp_pb as ts
+from suuupra_runtime.updates import etag_of
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -129,7 +130,7 @@ def user_pb(view: UserView) -> user_pb2.User:
         roles=list(view.roles),
         create_time=ts(u.created_at),
         update_time=ts(u.updated_at),
-        etag=domain.etag_of(u.version),
+        etag=etag_of(u.version),
     )
 
 
@@ -181,7 +182,7 @@ def tenant_pb(t: store.TenantRow) -> tenant_pb2.Tenant:
         settings=settings_pb(t.settings),
         create_time=ts(t.created_at),
         update_time=ts(t.updated_at),
-        etag=domain.etag_of(t.version),
+        etag=etag_of(t.version),
     )
 
 
@@ -817,7 +818,7 @@ class RoleServicer(_Base, rpc.RoleServiceServicer):
                     permissions=sorted(perms),
                     system=system,
                     create_time=ts(created),
-                    etag=domain.etag_of(version),
+                    etag=etag_of(version),
                 )
             )
         return out
@@ -839,7 +840,7 @@ class RoleServicer(_Base, rpc.RoleServiceServicer):
                     description=request.description,
                     permissions=sorted(set(request.permissions)),
                     create_time=ts(created),
-                    etag=domain.etag_of(1),
+                    etag=etag_of(1),
                 )
             )
 

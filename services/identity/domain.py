@@ -466,15 +466,6 @@ def can_transition(current: UserStatus, target: UserStatus) -> bool:
     return target in _TRANSITIONS[current]
 
 
-def etag_of(version: int) -> str:
-    return f'W/"{version}"'
-
-
-def etag_matches(sent: str, version: int) -> bool:
-    """An empty etag means "don't care" (AIP-154); any other value must match exactly."""
-    return not sent or sent == etag_of(version)
-
-
 # ---------------------------------------------------------------------------------------------
 # Secrets: refresh tokens, one-time tokens, recovery codes, API keys
 

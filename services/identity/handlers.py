@@ -41,6 +41,7 @@ from suuupra_runtime.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
+from suuupra_runtime.updates import etag_matches
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +393,7 @@ class Identity:
     ) -> store.TenantRow:
         target = self._tenant_access(actor, tenant_id)
         tenant = await self._tenant(uow.session, target)
-        if not domain.etag_matches(etag, tenant.version):
+        if not etag_matches(etag, tenant.version):
             raise Aborted("the tenant changed since you read it", reason="ETAG_MISMATCH")
         settings = settings_patch(tenant.settings)
         problems = domain.validate_settings(settings)
@@ -652,7 +653,7 @@ class Identity:
     ) -> UserView:
         tenant_id = actor.require_tenant()
         user = await self._user(uow.session, tenant_id, user_id, for_update=True)
-        if not domain.etag_matches(etag, user.version):
+        if not etag_matches(etag, user.version):
             raise Aborted("the user changed since you read it", reason="ETAG_MISMATCH")
         changed: list[str] = []
         updated = user
@@ -701,7 +702,7 @@ class Identity:
     ) -> UserView:
         tenant_id = actor.require_tenant()
         user = await self._user(uow.session, tenant_id, user_id, for_update=True)
-        if not domain.etag_matches(etag, user.version):
+        if not etag_matches(etag, user.version):
             raise Aborted("the user changed since you read it", reason="ETAG_MISMATCH")
         if user.status is target:
             return await self._view(uow.session, user)  # already there: nothing to do

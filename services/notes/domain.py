@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from suuupra_runtime.errors import FieldViolation, InvalidArgument
+from suuupra_runtime.updates import etag_of
 
 MAX_TAGS = 20
 DEFAULT_PAGE_SIZE = 20
@@ -79,10 +80,6 @@ class Note:
     @property
     def etag(self) -> str:
         return etag_of(self.version)
-
-
-def etag_of(version: int) -> str:
-    return f'W/"{version}"'
 
 
 def normalise_tags(tags: Iterable[str]) -> tuple[str, ...]:

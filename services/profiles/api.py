@@ -24,6 +24,7 @@ from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument, Unauthenticated
 from suuupra_runtime.idempotency import run_idempotent
 from suuupra_runtime.timestamps import optional_timestamp_pb as _ts
+from suuupra_runtime.updates import etag_of
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -64,7 +65,7 @@ def profile_pb(view: domain.ProfileView) -> profile_pb2.Profile:
         update_time=_ts(p.updated_at),
     )
     if view.is_owner:
-        out.etag = domain.etag_of(p.version)
+        out.etag = etag_of(p.version)
         out.privacy.CopyFrom(
             profile_pb2.PrivacySettings(
                 **{g: _VISIBILITY_TO_PROTO[p.privacy[g]] for g in domain.PRIVACY_FIELDS}

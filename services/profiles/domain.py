@@ -170,15 +170,6 @@ def view_for(profile: Profile, relation: Relation, *, followed: bool = False) ->
     return ProfileView(seen, relation, visible, followed)
 
 
-def etag_of(version: int) -> str:
-    return f'W/"{version}"'
-
-
-def etag_matches(sent: str, version: int) -> bool:
-    """An empty etag means "don't care" (AIP-154); any other value must match exactly."""
-    return not sent or sent == etag_of(version)
-
-
 # Limits for user-written fields.
 MAX_DISPLAY_NAME = 100
 MAX_HEADLINE = 160

@@ -16,6 +16,7 @@ from suuupra_runtime.errors import (
     NotFound,
     PermissionDenied,
 )
+from suuupra_runtime.updates import etag_matches
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Profiles:
         locked = await store.lock_profile(uow.session, actor.tenant_id, actor.user_id)
         if locked is None or locked.deleted:
             raise _no_profile(actor.user_id)
-        if not domain.etag_matches(etag, locked.profile.version):
+        if not etag_matches(etag, locked.profile.version):
             raise Aborted("the profile changed since you read it", reason="ETAG_MISMATCH")
         updated, changed = domain.apply_patch(locked.profile, patch)
         if changed:

@@ -7,6 +7,7 @@ import pytest
 
 from services.identity import domain
 from services.identity.common_passwords import is_common_password
+from suuupra_runtime.updates import etag_matches, etag_of
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -95,9 +96,9 @@ class TestUserStatus:
         assert not domain.can_transition(a, a)
 
     def test_etag(self) -> None:
-        assert domain.etag_matches("", 3)
-        assert domain.etag_matches(domain.etag_of(3), 3)
-        assert not domain.etag_matches(domain.etag_of(2), 3)
+        assert etag_matches("", 3)
+        assert etag_matches(etag_of(3), 3)
+        assert not etag_matches(etag_of(2), 3)
 
 
 class TestRbac:

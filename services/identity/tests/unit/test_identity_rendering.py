@@ -9,6 +9,7 @@ from services.identity import domain
 from services.identity.api import _RenderedViews
 from services.identity.handlers import UserView
 from services.identity.store import UserRow
+from suuupra_runtime.updates import etag_of
 
 ROW = UserRow(
     user_id="u-1",
@@ -50,4 +51,4 @@ def test_memory_stays_bounded() -> None:
     for view in views:
         rendered.response(view)
     assert len(rendered._by_id) <= 2
-    assert rendered.response(views[-1]).user.etag == domain.etag_of(4)
+    assert rendered.response(views[-1]).user.etag == etag_of(4)

@@ -8,6 +8,7 @@ import pytest
 
 from services.notes import domain
 from suuupra_runtime.errors import InvalidArgument
+from suuupra_runtime.updates import etag_of
 
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
@@ -96,4 +97,4 @@ def test_page_tokens_are_bound_to_their_filters() -> None:
 
 def test_etags_follow_the_version() -> None:
     note = domain.Note("n1", "t", "o", _content(), 7, NOW, NOW)
-    assert note.etag == domain.etag_of(7) != domain.etag_of(8)
+    assert note.etag == etag_of(7) != etag_of(8)
