@@ -12,13 +12,16 @@ Three layers make sure no server is left behind:
    The signal follows the *thread* that forked the child, so start servers from a long-lived
    thread (the main thread, as pytest fixtures and the dev runner do), not from a pool thread
    that might exit.
+
+The process group, the user switch and the death signal are set by `become.py`, a fresh
+interpreter that then execs the server, never by a `preexec_fn` in a fork of this process
+(which would run gRPC's fork handlers; see become.py).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import pwd
 import signal
@@ -26,7 +29,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -39,25 +42,18 @@ _live: set[ManagedProcess] = set()
 _user_lock = threading.Lock()
 
 
-def _pdeathsig_preexec(
-    death_signal: int, run_as: pwd.struct_passwd | None, parent_pid: int
-) -> Callable[[], None]:
-    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_BECOME = Path(__file__).with_name("become.py")
 
-    def preexec() -> None:
-        # Own process group: a Ctrl-C aimed at the parent's group does not skip our graceful stop.
-        os.setpgid(0, 0)
-        if run_as is not None:
-            # Credentials first: the kernel clears PDEATHSIG whenever the effective uid changes.
-            os.setgroups([])
-            os.setgid(run_as.pw_gid)
-            os.setuid(run_as.pw_uid)
-        if libc is not None:
-            libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
-            if os.getppid() != parent_pid:  # the parent died before prctl took effect
-                os._exit(1)
 
-    return preexec
+def _become_argv(
+    argv: Sequence[str], death_signal: int, run_as: pwd.struct_passwd | None
+) -> list[str]:
+    """`argv` behind the `become.py` trampoline (group, user, death signal; see its docstring)."""
+    user = run_as.pw_name if run_as is not None else "-"
+    return [
+        sys.executable, "-I", "-S", str(_BECOME),
+        str(int(death_signal)), str(os.getpid()), user, "--", *argv,
+    ]  # fmt: skip
 
 
 class ManagedProcess:
@@ -100,14 +96,13 @@ class ManagedProcess:
             return
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                self.argv,
+                _become_argv(self.argv, self.death_signal, self.run_as),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 cwd=self.cwd or "/",
                 close_fds=True,
-                preexec_fn=_pdeathsig_preexec(self.death_signal, self.run_as, os.getpid()),  # noqa: PLW1509
             )
         _live.add(self)
 

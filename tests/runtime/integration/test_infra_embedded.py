@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from suuupra_runtime.infra import EmbeddedNats, EmbeddedPostgres, free_port
+from suuupra_runtime.infra.process import ManagedProcess
 from suuupra_runtime.testing.postgres import create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -143,3 +144,29 @@ async def test_fresh_database_fixture_is_empty_and_writable(fresh_database: str)
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
     )
     assert tables == 0
+
+
+_forks_in_this_process: list[int] = []
+os.register_at_fork(before=lambda: _forks_in_this_process.append(1))
+
+
+def test_starting_a_server_runs_no_fork_handlers_in_this_process(tmp_path: Path) -> None:
+    # A fork() of a process with gRPC's threads runs gRPC's fork handlers, which deadlocked a
+    # test run (hung in Popen starting NATS). ManagedProcess spawns through become.py with
+    # vfork + exec instead, which runs no fork handler, Python's or gRPC's.
+    before = len(_forks_in_this_process)
+    server = ManagedProcess(["sleep", "30"], log_path=tmp_path / "sleep.log")
+    server.start()
+    try:
+        assert server.alive
+        assert len(_forks_in_this_process) == before
+        # The trampoline puts the server in its own process group, as the preexec_fn did.
+        pid = server.pid
+        assert pid is not None
+        deadline = time.monotonic() + 10
+        while os.getpgid(pid) != pid and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.getpgid(pid) == pid
+    finally:
+        server.stop(timeout=5)
+    assert not server.alive
