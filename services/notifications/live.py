@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from services.notifications.store import InboxItem
+from services.notifications.store import InboxItem, to_json
 from suuupra_runtime.events import NatsLink
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class InboxHub:
             chunk = items[start : start + _ITEMS_PER_MESSAGE]
             try:
                 await client.publish(
-                    self._own_subject, json.dumps([i.to_dict() for i in chunk]).encode()
+                    self._own_subject, to_json([i.to_dict() for i in chunk]).encode()
                 )
             except Exception:
                 log.warning("live inbox publish failed; other replicas miss it", exc_info=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from services.notifications.domain import (
     unknown_recipient,
 )
 from services.notifications.templates import TemplateText
+from suuupra_runtime.ids import random_uuid
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,11 @@ class NewNotification:
 
 
 RecipientKey = tuple[str, str]  # (tenant, user)
+
+# JSON for statements and live messages: raw UTF-8 (not \u escapes) and no spaces, ~40% cheaper
+# to encode than json.dumps' defaults for these rows. Strings come from protobuf and templates, so
+# they hold no lone surrogates.
+to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 # --- recipients -------------------------------------------------------------------------------
@@ -438,7 +443,7 @@ class _InboxRow:
 
 
 def _inbox_json(rows: Sequence[_InboxRow]) -> str:
-    return json.dumps(
+    return to_json(
         [
             {"did": r.delivery_id, "nid": r.notification_id, "t": r.tenant_id, "u": r.user_id,
              "k": r.kind, "c": int(r.category), "ti": r.text.title, "b": r.text.body,
@@ -494,7 +499,7 @@ async def insert_deliveries(
         return Stored({}, [])
     contexts: dict[int, dict[str, Any]] = {}  # one dict per notification's context
     dues: dict[dt.datetime, str] = {}
-    ids = [str(uuid.uuid4()) for _ in items]
+    ids = [random_uuid() for _ in items]
     rows_json = []
     for delivery_id, i in zip(ids, items, strict=True):
         context = contexts.get(id(i.context))
@@ -510,14 +515,14 @@ async def insert_deliveries(
              "tv": i.template_version}
         )  # fmt: skip
     inbox = [
-        _InboxRow(str(uuid.uuid4()), delivery_id, i.tenant_id, i.user_id, i.kind, i.category,
+        _InboxRow(random_uuid(), delivery_id, i.tenant_id, i.user_id, i.kind, i.category,
                   i.inbox)
         for delivery_id, i in zip(ids, items, strict=True)
         if i.inbox is not None
     ]  # fmt: skip
     rows = await s.execute(
         _STORE_DELIVERIES,
-        {"now": now, "rows": json.dumps(rows_json), "inbox": _inbox_json(inbox)},
+        {"now": now, "rows": to_json(rows_json), "inbox": _inbox_json(inbox)},
     )
     created: dict[DeliveryKey, str] = {}
     unread_before: dict[str, int] = {}
@@ -729,7 +734,7 @@ async def insert_notifications(
     if not items:
         return []
     rows = [
-        _InboxRow(str(uuid.uuid4()), i.delivery_id, i.tenant_id, i.user_id, i.kind, i.category,
+        _InboxRow(random_uuid(), i.delivery_id, i.tenant_id, i.user_id, i.kind, i.category,
                   InboxText(i.title, i.body, i.data))
         for i in items
     ]  # fmt: skip
