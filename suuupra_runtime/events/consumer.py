@@ -113,6 +113,21 @@ _CLAIM = text(
 )
 
 
+def delivery_info(msg: Msg) -> tuple[int | None, int]:
+    """(stream sequence, delivery count) of a JetStream message, read from its ack subject
+    (`$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...`, 9 tokens; with domain and account
+    hash after `ACK`, 11 or more): ~10x cheaper than nats-py's `msg.metadata`, which also parses
+    the timestamp into a datetime and builds two dataclasses, per message. Other forms go
+    through `msg.metadata`."""
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"] and (len(tokens) == 9 or len(tokens) >= 11):
+        first = 4 if len(tokens) == 9 else 6
+        with contextlib.suppress(ValueError):
+            return int(tokens[first + 1]), int(tokens[first])
+    meta = msg.metadata
+    return (meta.sequence.stream if meta.sequence else None), meta.num_delivered
+
+
 class Outcome(enum.Enum):
     HANDLED = "handled"
     DUPLICATE = "duplicate"
@@ -291,12 +306,12 @@ class EventConsumer:
 
     async def _admit(self, msg: Msg) -> _Item | Outcome:
         """Decodes `msg`; what cannot be handled is dead-lettered (or, unknown types, skipped)."""
-        meta = msg.metadata
+        stream_sequence, num_delivered = delivery_info(msg)
         envelope = EventEnvelope.from_message(
             msg.subject,
             msg.headers,
-            stream_sequence=meta.sequence.stream if meta.sequence else None,
-            num_delivered=meta.num_delivered or 1,
+            stream_sequence=stream_sequence,
+            num_delivered=num_delivered or 1,
         )
         try:
             event = self.types.decode(envelope, msg.data)
