@@ -64,7 +64,7 @@ SUBJECT = "suuupra.notes.v1.NoteShared"
 async def _serve(port: int, tokens_file: Path, users: int) -> None:
     from services.notifications.server import build_wiring, prepare_database
     from suuupra_runtime.config import ServerSettings
-    from suuupra_runtime.server import RuntimeServer
+    from suuupra_runtime.server import serve
     from suuupra_runtime.testing.tokens import TestIssuer
 
     issuer = TestIssuer()
@@ -72,19 +72,16 @@ async def _serve(port: int, tokens_file: Path, users: int) -> None:
     wiring = await build_wiring(database_url, os.environ["NATS_URL"], fetch_timeout=0.2)
     definition = wiring.definition
     definition.jwt_verifier = issuer.verifier()
-    server = RuntimeServer(
-        definition,
-        ServerSettings(
-            service_name="notifications",
-            grpc_addr=f"127.0.0.1:{port}",
-            http_addr="127.0.0.1:0",
-            drain_delay_seconds=0,
-            grace_seconds=1,
-            readiness_interval_seconds=2.0,  # the production default
-            jwt_issuer=issuer.issuer,
-            jwt_audience=issuer.audience,
-            log_level="WARNING",
-        ),
+    settings = ServerSettings(
+        service_name="notifications",
+        grpc_addr=f"127.0.0.1:{port}",
+        http_addr="127.0.0.1:0",
+        drain_delay_seconds=0,
+        grace_seconds=1,
+        readiness_interval_seconds=2.0,  # the production default
+        jwt_issuer=issuer.issuer,
+        jwt_audience=issuer.audience,
+        log_level="WARNING",
     )
     user_ids = [str(uuid.uuid4()) for _ in range(users)]
     tokens = {
@@ -92,12 +89,9 @@ async def _serve(port: int, tokens_file: Path, users: int) -> None:
         for u in user_ids
     }
     await asyncio.to_thread(tokens_file.write_text, json.dumps(tokens))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await server.start()
-    await stop.wait()
-    await server.stop()
+    # What the service's `__main__` runs (serve() settles the heap after start-up, etc.), with
+    # this process's settings; SIGTERM ends it.
+    await serve(definition, settings)
 
 
 # --- load generator ---------------------------------------------------------------------------

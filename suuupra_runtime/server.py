@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -309,6 +310,17 @@ async def _metrics() -> tuple[int, str, bytes]:
     return 200, content_type, body
 
 
+def settle_heap() -> None:
+    """Takes what start-up left alive (modules, protobuf descriptors, compiled SQL, the wiring)
+    out of the cyclic garbage collector's sight (`gc.freeze`): its full collections no longer
+    walk those objects again and again. py-spy on the notifications event path showed the
+    collector at ~20% of the process's CPU before, the hot path's own garbage being small
+    against a start-up heap of ~130k objects. Frozen objects are still freed by reference
+    counting; only cycles among them would stay (start-up state lives as long as the process)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(definition: ServiceDefinition, settings: ServerSettings) -> None:
     """Run until SIGTERM/SIGINT, then drain and return; raises if a background task died."""
     configure_tracing(definition.name)
@@ -319,6 +331,7 @@ async def serve(definition: ServiceDefinition, settings: ServerSettings) -> None
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
+        settle_heap()
         stop_wait = asyncio.create_task(stop.wait())
         fail_wait = asyncio.create_task(server.failed.wait())
         await asyncio.wait({stop_wait, fail_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -352,4 +365,4 @@ def run(build: Callable[[], Awaitable[ServiceDefinition]]) -> None:
         logging.shutdown()
 
 
-__all__ = ["RuntimeServer", "ServiceDefinition", "run", "serve"]
+__all__ = ["RuntimeServer", "ServiceDefinition", "run", "serve", "settle_heap"]

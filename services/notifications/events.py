@@ -40,6 +40,11 @@ from suuupra_runtime.events import (
 )
 
 CONSUMED_DOMAINS = ("identity", "courses", "assessment", "notes")
+# Batches handled at once per domain (EventConsumer.batches_in_flight), where events commute:
+# a NoteShared's deliveries and inbox rows are its own (keyed by its event id), and the one thing
+# batches share, users' unread counters, is locked in (tenant, user) order by its trigger and
+# numbered under that lock. Other domains' events set projections in stream order: one batch.
+_BATCHES_IN_FLIGHT = {"notes": 2}
 _STUDENT = enrollment.ENROLLMENT_ROLE_STUDENT
 
 
@@ -369,6 +374,7 @@ def build_consumers(
             # A fetch returns what is pending, up to this many, without waiting for more; they
             # are handled in one transaction.
             batch_size=batch_size,
+            batches_in_flight=_BATCHES_IN_FLIGHT.get(domain, 1),
         )
         for domain, handlers in inbound.handlers().items()
     ]

@@ -5,7 +5,9 @@ inbox table is the record), so a subscriber connected to any replica hears a not
 by any other. Each process subscribes once and fans messages out to its local streams. A message
 carries the items one commit stored (a JSON list, at most `_ITEMS_PER_MESSAGE`; a lone JSON
 object is read as one item). The committing process hands its items to its own streams at once
-and publishes them on `<SUBJECT>.<its origin id>`; it skips its own messages when they come back.
+and publishes them on `<SUBJECT>.<its origin id>`. The service's connection has `no_echo`, so
+the server does not send them back; should one come back anyway (a connection without it), it is
+skipped by its subject.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from services.notifications.store import InboxItem
+from services.notifications.store import InboxItem, to_json
 from suuupra_runtime.events import NatsLink
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ class InboxHub:
             chunk = items[start : start + _ITEMS_PER_MESSAGE]
             try:
                 await client.publish(
-                    self._own_subject, json.dumps([i.to_dict() for i in chunk]).encode()
+                    self._own_subject, to_json([i.to_dict() for i in chunk]).encode()
                 )
             except Exception:
                 log.warning("live inbox publish failed; other replicas miss it", exc_info=True)

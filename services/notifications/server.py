@@ -90,7 +90,9 @@ async def build_wiring(
 ) -> Wiring:
     config = config or NotificationsConfig.from_env()
     db = await Database.connect(database_url)
-    link = NatsLink(nats_url, name=SERVICE, streams=[STREAM, *consumed_streams()])
+    # no_echo: the live hub hands its own items to this process's streams at commit; what it
+    # publishes is for other replicas only, so the server need not send it back.
+    link = NatsLink(nats_url, name=SERVICE, streams=[STREAM, *consumed_streams()], no_echo=True)
     hub = InboxHub(link)
     composer = Composer(
         TokenOpener(config.delivery_key_id, config.delivery_key),

@@ -34,11 +34,15 @@ class NatsLink:
         name: str,
         streams: Sequence[StreamSpec] = (),
         retry_seconds: float = 1.0,
+        no_echo: bool = False,
     ) -> None:
         self.url = url
         self.name = name
         self.streams = list(streams)
         self.retry_seconds = retry_seconds
+        # The server does not send this connection's own publications back to its own
+        # subscriptions (for a process that fans out locally what it publishes to others).
+        self.no_echo = no_echo
         self._nc: Client | None = None
 
     @property
@@ -53,7 +57,11 @@ class NatsLink:
         while self._nc is None:
             try:
                 nc = await nats.connect(
-                    self.url, name=self.name, max_reconnect_attempts=-1, connect_timeout=2
+                    self.url,
+                    name=self.name,
+                    max_reconnect_attempts=-1,
+                    connect_timeout=2,
+                    no_echo=self.no_echo,
                 )
                 try:
                     await ensure_streams(nc.jetstream(), self.streams)

@@ -696,3 +696,35 @@ async def test_relay_wakes_on_notify_and_after_its_listen_connection_is_killed(e
 async def _pid_changed(relay: OutboxRelay, old: int | None) -> bool:
     pid = relay.listener.server_pid if relay.listener is not None else None
     return pid is not None and pid != old
+
+
+async def test_with_two_batches_in_flight_one_commits_while_another_waits(env: Env) -> None:
+    """`batches_in_flight=2`: the batch behind a stuck one is handled and committed meanwhile;
+    once the stuck one goes on, every event is applied once."""
+    release = asyncio.Event()
+
+    async def handler(event: Any, uow: UnitOfWork) -> None:
+        if event.note_id == "n0":
+            await release.wait()
+        await record_effect(event, uow)
+
+    await _published(env, ("t1", [NoteCreated(note_id=f"n{i}") for i in range(8)]))
+    consumer = env.consumer({NoteCreated: handler}, batch_size=4, batches_in_flight=2)
+    env.start(consumer.run())
+
+    async def effects(count: int) -> bool:
+        return bool(await env.scalar("SELECT count(*) FROM effects") == count)
+
+    # n4..n7 commit while the batch of n0..n3 waits (one batch in flight would wait with it).
+    await eventually(lambda: effects(4))
+    assert await env.scalar("SELECT string_agg(what, ',' ORDER BY what) FROM effects") == (
+        "n4,n5,n6,n7"
+    )
+    release.set()
+    await eventually(lambda: effects(8))
+    await eventually(lambda: _consumer_idle(env, consumer.durable))
+    assert await env.scalar("SELECT count(DISTINCT what) FROM effects") == 8
+    info = await env.nc.jetstream().consumer_info(STREAM, consumer.durable)
+    assert info.num_redelivered == 0
+    with pytest.raises(ValueError, match="batches_in_flight"):
+        env.consumer({NoteCreated: handler}, batches_in_flight=0)

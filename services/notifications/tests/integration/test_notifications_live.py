@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 
@@ -26,8 +27,16 @@ def _item(n: int, user: str = "u1") -> InboxItem:
 
 @contextlib.asynccontextmanager
 async def _replica(nats_url: str) -> AsyncIterator[InboxHub]:
-    link = NatsLink(nats_url, name="notifications")
+    link = NatsLink(nats_url, name="notifications", no_echo=True)  # as server.py builds it
     hub = InboxHub(link)
+    heard = hub._on_message
+
+    async def counted(msg: Any) -> None:
+        hub.heard_subjects.append(msg.subject)  # type: ignore[attr-defined]
+        await heard(msg)
+
+    hub.heard_subjects = []  # type: ignore[attr-defined]
+    hub._on_message = counted  # type: ignore[method-assign]
     tasks = [asyncio.create_task(link.maintain()), asyncio.create_task(hub.run())]
     try:
         while not await hub.ready():  # noqa: ASYNC110
@@ -55,6 +64,9 @@ async def test_items_reach_every_replicas_streams_exactly_once(fresh_nats_url: s
             assert on_a.qsize() == 2  # before any NATS round trip
             assert await _drain(on_a) == ["id-1", "id-2"]
             assert await _drain(on_b) == ["id-1", "id-2"]
+            # Only b heard a's message: the server does not echo a's own publication to a.
+            assert a.heard_subjects == []  # type: ignore[attr-defined]
+            assert b.heard_subjects == [f"{SUBJECT}.{a.origin}"]  # type: ignore[attr-defined]
 
             # A replica of the previous release publishes one JSON object on SUBJECT itself.
             nc = await nats.connect(fresh_nats_url)

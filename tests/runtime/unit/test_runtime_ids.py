@@ -1,4 +1,5 @@
-"""Server-minted request ids: version-4 UUIDs, unique, never shared by a forked child."""
+"""`random_uuid()` (server-minted request ids, notification ids): version-4 UUIDs, unique, never
+shared by a forked child."""
 
 from __future__ import annotations
 
@@ -8,27 +9,27 @@ import sys
 import uuid
 from pathlib import Path
 
-from suuupra_runtime.interceptors import _new_request_id
+from suuupra_runtime.ids import random_uuid
 
 
 def test_ids_are_unique_version_4_uuids() -> None:
-    ids = [_new_request_id() for _ in range(5000)]  # spans several refills of the random pool
+    ids = [random_uuid() for _ in range(5000)]  # spans several refills of the random pool
     assert len(set(ids)) == len(ids)
     assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
 
 
 _FORK_SCRIPT = """
 import os
-from suuupra_runtime.interceptors import _new_request_id
-_new_request_id()  # the pool now holds bytes the child would inherit
+from suuupra_runtime.ids import random_uuid
+random_uuid()  # the pool now holds bytes the child would inherit
 read, write = os.pipe()
 pid = os.fork()
 if pid == 0:  # the child: report its next id and leave at once
-    os.write(write, _new_request_id().encode())
+    os.write(write, random_uuid().encode())
     os._exit(0)
 os.close(write)
 _, status = os.waitpid(pid, 0)
-print(status, os.read(read, 64).decode(), _new_request_id())
+print(status, os.read(read, 64).decode(), random_uuid())
 """
 
 
