@@ -27,6 +27,7 @@ from suuupra_runtime.auth import current_caller
 from suuupra_runtime.db import UnitOfWork
 from suuupra_runtime.errors import FieldViolation, InvalidArgument, Unauthenticated
 from suuupra_runtime.idempotency import run_idempotent
+from suuupra_runtime.timestamps import optional_timestamp_pb, timestamp_pb
 
 R = TypeVar("R", bound=Message)
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -40,30 +41,12 @@ def _user() -> tuple[str, str]:
     return caller.tenant_id, caller.subject
 
 
-def _ts(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
-
-
 def _time(value: Timestamp, has: bool) -> dt.datetime | None:
     return value.ToDatetime(tzinfo=dt.UTC) if has else None
 
 
 def _channels(values: Any) -> list[Channel]:
     return [Channel(int(v)) for v in values]
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _fast_ts(value: dt.datetime) -> Timestamp:
-    """`_ts` without `FromDatetime`'s Python-level conversions (a third of its cost); the
-    same value (naive datetimes are UTC there too)."""
-    d = (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)) - _EPOCH
-    return Timestamp(seconds=d.days * 86400 + d.seconds, nanos=d.microseconds * 1000)
 
 
 def notification_pb(item: InboxItem) -> res.Notification:
@@ -75,11 +58,11 @@ def notification_pb(item: InboxItem) -> res.Notification:
         category=res.Category.ValueType(int(item.category)),
         title=item.title,
         body=item.body,
-        create_time=_fast_ts(item.created_at),
+        create_time=timestamp_pb(item.created_at),
     )
     out.data.update(item.data)
     if item.read_at is not None:
-        out.read_time.CopyFrom(_fast_ts(item.read_at))
+        out.read_time.CopyFrom(timestamp_pb(item.read_at))
     return out
 
 
@@ -95,9 +78,9 @@ def delivery_pb(row: DeliveryRow) -> res.Delivery:
         error=row.error,
         address=mask_address(row.channel, row.address),
         source=row.source,
-        create_time=_ts(row.created_at),
-        due_time=_ts(row.due_at),
-        sent_time=_ts(row.sent_at),
+        create_time=optional_timestamp_pb(row.created_at),
+        due_time=optional_timestamp_pb(row.due_at),
+        sent_time=optional_timestamp_pb(row.sent_at),
         template_version=row.template_version,
     )
 
@@ -110,7 +93,7 @@ def template_pb(row: TemplateRow) -> res.Template:
         version=row.version,
         subject=row.subject,
         body=row.body,
-        create_time=_ts(row.created_at),
+        create_time=optional_timestamp_pb(row.created_at),
         created_by=row.created_by,
     )
 

@@ -38,6 +38,7 @@ from suuupra_runtime.events import (
     StreamSpec,
     current_envelope,
 )
+from suuupra_runtime.timestamps import timestamp_pb
 
 CONSUMED_DOMAINS = ("identity", "courses", "assessment", "notes")
 # Batches handled at once per domain (EventConsumer.batches_in_flight), where events commute:
@@ -380,12 +381,6 @@ def build_consumers(
     ]
 
 
-def _ts(value: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 class OutcomeEvents(Outcomes):
     def sent(self, row: DeliveryRow, attempts: int, now: dt.datetime) -> Message | None:
         return ev.DeliverySent(
@@ -395,7 +390,7 @@ class OutcomeEvents(Outcomes):
             kind=row.kind,
             channel=pb.Channel.ValueType(int(row.channel)),
             attempts=attempts,
-            occurred_at=_ts(now),
+            occurred_at=timestamp_pb(now),
         )
 
     def failed(
@@ -410,7 +405,7 @@ class OutcomeEvents(Outcomes):
             status=pb.DeliveryStatus.ValueType(int(status)),
             error=error[:500],
             attempts=attempts,
-            occurred_at=_ts(now),
+            occurred_at=timestamp_pb(now),
         )
 
 
