@@ -107,6 +107,26 @@ KINDS: Mapping[str, KindSpec] = {
         (Channel.IN_APP, Channel.PUSH, Channel.SMS),
         {"title": "Problem set 1", "assignment_id": "a-1", "due": "2026-12-01 17:00 UTC"},
     ),
+    "assessment.due_changed": KindSpec(
+        Category.ASSIGNMENTS,
+        (Channel.IN_APP, Channel.EMAIL, Channel.PUSH),
+        {
+            "title": "Problem set 1",
+            "assignment_id": "a-1",
+            "due": "2026-12-03 17:00 UTC",
+            "previous_due": "2026-12-01 17:00 UTC",
+        },
+    ),
+    "assessment.assignment_updated": KindSpec(
+        Category.ASSIGNMENTS,
+        (Channel.IN_APP,),
+        {"title": "Problem set 1", "assignment_id": "a-1", "changes": "instructions"},
+    ),
+    "assessment.assignment_removed": KindSpec(
+        Category.ASSIGNMENTS,
+        (Channel.IN_APP,),
+        {"title": "Problem set 1", "assignment_id": "a-1"},
+    ),
     "assessment.grade_released": KindSpec(
         Category.GRADES,
         (Channel.IN_APP, Channel.EMAIL, Channel.PUSH),

@@ -257,6 +257,36 @@ class InboundEvents:
             data={"title": e.title, "assignment_id": e.assignment_id, "due": _when(e.due_time)},
         )
 
+    async def assignment_updated(self, e: assessment.AssignmentUpdated, uow: UnitOfWork) -> None:
+        """A moved due date is news on every channel students chose for assignments; other
+        changes (instructions, attachments, ...) only in the inbox."""
+        members = await store.batch_members(
+            uow.session, e.tenant_id, e.batch_id or e.course_id, [_STUDENT]
+        )
+        data = {"title": e.title, "assignment_id": e.assignment_id, "due": _when(e.due_time)}
+        if "due_time" in e.changed_fields and e.HasField("previous_due_time"):
+            kind = "assessment.due_changed"
+            data["previous_due"] = _when(e.previous_due_time)
+        else:
+            kind = "assessment.assignment_updated"
+            data["changes"] = ", ".join(f.replace("_", " ") for f in e.changed_fields)
+        await self.n.notify(
+            uow, tenant_id=e.tenant_id, user_ids=members, kind=kind, source=_source(), data=data
+        )
+
+    async def assignment_deleted(self, e: assessment.AssignmentDeleted, uow: UnitOfWork) -> None:
+        members = await store.batch_members(
+            uow.session, e.tenant_id, e.batch_id or e.course_id, [_STUDENT]
+        )
+        await self.n.notify(
+            uow,
+            tenant_id=e.tenant_id,
+            user_ids=members,
+            kind="assessment.assignment_removed",
+            source=_source(),
+            data={"title": e.title, "assignment_id": e.assignment_id},
+        )
+
     async def due_soon(self, e: assessment.AssignmentDueSoon, uow: UnitOfWork) -> None:
         await self.n.notify(
             uow,
@@ -336,6 +366,8 @@ class InboundEvents:
             },
             "assessment": {
                 assessment.AssignmentPublished: self.assignment_published,
+                assessment.AssignmentUpdated: self.assignment_updated,
+                assessment.AssignmentDeleted: self.assignment_deleted,
                 assessment.AssignmentDueSoon: self.due_soon,
                 assessment.GradeReleased: self.grade_released,
             },

@@ -119,6 +119,22 @@ BUILT_IN: Mapping[tuple[str, Channel], TemplateText] = {
     ),
     ("assessment.due_soon", _P): TemplateText("Due soon", "{{ title }} is due {{ due }}."),
     ("assessment.due_soon", _S): TemplateText("", "Suuupra: {{ title }} is due {{ due }}."),
+    ("assessment.due_changed", _I): TemplateText(
+        "New due date: {{ title }}", "{{ title }} is now due {{ due }} (was {{ previous_due }})."
+    ),
+    ("assessment.due_changed", _E): TemplateText(
+        "New due date: {{ title }}",
+        _GREETING + "{{ title }} is now due {{ due }} (it was due {{ previous_due }})." + _FOOTER,
+    ),
+    ("assessment.due_changed", _P): TemplateText(
+        "New due date", "{{ title }} is now due {{ due }}."
+    ),
+    ("assessment.assignment_updated", _I): TemplateText(
+        "Updated: {{ title }}", "Your instructor changed {{ title }}: {{ changes }}."
+    ),
+    ("assessment.assignment_removed", _I): TemplateText(
+        "Withdrawn: {{ title }}", "{{ title }} was withdrawn by your instructor."
+    ),
     ("assessment.grade_released", _I): TemplateText(
         "Graded: {{ title }}", "You scored {{ score }} / {{ max_points }} on {{ title }}."
     ),
