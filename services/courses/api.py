@@ -545,14 +545,15 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
             raise InvalidArgument(violations)
 
         async def work(uow: UnitOfWork) -> pb.UpdateLessonResponse:
-            updated = await self.courses.update_lesson(
+            updated, etag = await self.courses.update_lesson(
                 uow, actor(), request.course_id, lesson.lesson_id,
                 title=lesson.title if "title" in paths else None,
                 prerequisites=list(lesson.prerequisite_lesson_ids)
                 if "prerequisite_lesson_ids" in paths else None,
                 release_at=time_of(lesson, "release_time") if "release_time" in paths else False,
+                etag=request.etag,
             )  # fmt: skip
-            return pb.UpdateLessonResponse(lesson=lesson_pb(updated))
+            return pb.UpdateLessonResponse(lesson=lesson_pb(updated), etag=etag)
 
         return await self._idempotent(
             service="CourseService", method="UpdateLesson", request=request,
@@ -581,8 +582,10 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
         self, request: pb.DeleteContentItemRequest, context: Ctx
     ) -> pb.DeleteContentItemResponse:
         async def work(uow: UnitOfWork) -> pb.DeleteContentItemResponse:
-            await self.courses.delete_item(uow, actor(), request.course_id, request.item_id)
-            return pb.DeleteContentItemResponse()
+            etag = await self.courses.delete_item(
+                uow, actor(), request.course_id, request.item_id, etag=request.etag
+            )
+            return pb.DeleteContentItemResponse(etag=etag)
 
         return await self._idempotent(
             service="CourseService", method="DeleteContentItem", request=request,
@@ -593,10 +596,12 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
         self, request: pb.ReorderModulesRequest, context: Ctx
     ) -> pb.ReorderModulesResponse:
         async def work(uow: UnitOfWork) -> pb.ReorderModulesResponse:
-            content = await self.courses.reorder_modules(
-                uow, actor(), request.course_id, list(request.module_ids)
+            edit = await self.courses.reorder_modules(
+                uow, actor(), request.course_id, list(request.module_ids), etag=request.etag
             )
-            return pb.ReorderModulesResponse(content=content_pb(request.course_id, 0, content))
+            return pb.ReorderModulesResponse(
+                content=content_pb(request.course_id, 0, edit.content), etag=edit.etag
+            )
 
         return await self._idempotent(
             service="CourseService", method="ReorderModules", request=request,
@@ -607,10 +612,11 @@ class CourseServicer(_Base, rpc.CourseServiceServicer):
         self, request: pb.ReorderLessonsRequest, context: Ctx
     ) -> pb.ReorderLessonsResponse:
         async def work(uow: UnitOfWork) -> pb.ReorderLessonsResponse:
-            module = await self.courses.reorder_lessons(
-                uow, actor(), request.course_id, request.module_id, list(request.lesson_ids)
-            )
-            return pb.ReorderLessonsResponse(module=module_pb(module))
+            module, etag = await self.courses.reorder_lessons(
+                uow, actor(), request.course_id, request.module_id, list(request.lesson_ids),
+                etag=request.etag,
+            )  # fmt: skip
+            return pb.ReorderLessonsResponse(module=module_pb(module), etag=etag)
 
         return await self._idempotent(
             service="CourseService", method="ReorderLessons", request=request,

@@ -542,7 +542,9 @@ class Courses:
         title: str | None,
         prerequisites: Sequence[str] | None,
         release_at: datetime | bool | None,
-    ) -> Lesson:
+        etag: str = "",
+    ) -> tuple[Lesson, str]:
+        """The lesson as it is now and the course's new etag."""
         result: list[Lesson] = []
 
         def change(content: Content) -> Content:
@@ -552,8 +554,8 @@ class Courses:
             result.append(lesson)
             return updated
 
-        await self._edit_draft(uow, actor, course_id, change)
-        return result[0]
+        edit = await self._edit_draft(uow, actor, course_id, change, etag=etag)
+        return result[0], edit.etag
 
     async def create_item(
         self, uow: UnitOfWork, actor: Actor, course_id: str, lesson_id: str, item: Item
@@ -566,17 +568,26 @@ class Courses:
         return item
 
     async def delete_item(
-        self, uow: UnitOfWork, actor: Actor, course_id: str, item_id: str
-    ) -> None:
-        await self._edit_draft(uow, actor, course_id, lambda c: domain.delete_item(c, item_id))
+        self, uow: UnitOfWork, actor: Actor, course_id: str, item_id: str, *, etag: str = ""
+    ) -> str:
+        """The course's new etag."""
+        edit = await self._edit_draft(
+            uow, actor, course_id, lambda c: domain.delete_item(c, item_id), etag=etag
+        )
+        return edit.etag
 
     async def reorder_modules(
-        self, uow: UnitOfWork, actor: Actor, course_id: str, module_ids: Sequence[str]
-    ) -> Content:
-        edit = await self._edit_draft(
-            uow, actor, course_id, lambda c: domain.reorder_modules(c, module_ids)
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        course_id: str,
+        module_ids: Sequence[str],
+        *,
+        etag: str = "",
+    ) -> DraftEdit:
+        return await self._edit_draft(
+            uow, actor, course_id, lambda c: domain.reorder_modules(c, module_ids), etag=etag
         )
-        return edit.content
 
     async def reorder_lessons(
         self,
@@ -585,7 +596,10 @@ class Courses:
         course_id: str,
         module_id: str,
         lesson_ids: Sequence[str],
-    ) -> Module:
+        *,
+        etag: str = "",
+    ) -> tuple[Module, str]:
+        """The module as it is now and the course's new etag."""
         result: list[Module] = []
 
         def change(content: Content) -> Content:
@@ -593,8 +607,8 @@ class Courses:
             result.append(module)
             return domain.replace_module(content, module)
 
-        await self._edit_draft(uow, actor, course_id, change)
-        return result[0]
+        edit = await self._edit_draft(uow, actor, course_id, change, etag=etag)
+        return result[0], edit.etag
 
     async def update_module(
         self,

@@ -621,8 +621,13 @@ class UpdateLessonRequest(_message.Message):
     COURSE_ID_FIELD_NUMBER: _builtins.int
     LESSON_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     course_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the course's etag (every draft edit changes it); refused with ABORTED if the
+    course changed since.
+    """
     @_builtins.property
     def lesson(self) -> _course_pb2.Lesson:
         """Holds lesson_id and the fields named in update_mask."""
@@ -638,10 +643,11 @@ class UpdateLessonRequest(_message.Message):
         course_id: _builtins.str = ...,
         lesson: _course_pb2.Lesson | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lesson", b"lesson", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "lesson", b"lesson", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "etag", b"etag", "lesson", b"lesson", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -652,16 +658,20 @@ class UpdateLessonResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LESSON_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The course's etag after this change."""
     @_builtins.property
     def lesson(self) -> _course_pb2.Lesson: ...
     def __init__(
         self,
         *,
         lesson: _course_pb2.Lesson | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lesson", b"lesson"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lesson", b"lesson"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "lesson", b"lesson"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -725,19 +735,25 @@ class DeleteContentItemRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     COURSE_ID_FIELD_NUMBER: _builtins.int
     ITEM_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     course_id: _builtins.str
     item_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the course's etag (every draft edit changes it); refused with ABORTED if the
+    course changed since.
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         course_id: _builtins.str = ...,
         item_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "item_id", b"item_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "etag", b"etag", "item_id", b"item_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -747,12 +763,17 @@ Global___DeleteContentItemRequest: _TypeAlias = DeleteContentItemRequest  # noqa
 class DeleteContentItemResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The course's etag after this change."""
     def __init__(
         self,
+        *,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -765,8 +786,13 @@ class ReorderModulesRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     COURSE_ID_FIELD_NUMBER: _builtins.int
     MODULE_IDS_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     course_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the course's etag (every draft edit changes it); refused with ABORTED if the
+    course changed since.
+    """
     @_builtins.property
     def module_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -775,10 +801,11 @@ class ReorderModulesRequest(_message.Message):
         request_id: _builtins.str = ...,
         course_id: _builtins.str = ...,
         module_ids: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "module_ids", b"module_ids", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "etag", b"etag", "module_ids", b"module_ids", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -789,16 +816,20 @@ class ReorderModulesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTENT_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The course's etag after this change."""
     @_builtins.property
     def content(self) -> _course_pb2.CourseContent: ...
     def __init__(
         self,
         *,
         content: _course_pb2.CourseContent | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "etag", b"etag"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -812,9 +843,14 @@ class ReorderLessonsRequest(_message.Message):
     COURSE_ID_FIELD_NUMBER: _builtins.int
     MODULE_ID_FIELD_NUMBER: _builtins.int
     LESSON_IDS_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     course_id: _builtins.str
     module_id: _builtins.str
+    etag: _builtins.str
+    """Optional: the course's etag (every draft edit changes it); refused with ABORTED if the
+    course changed since.
+    """
     @_builtins.property
     def lesson_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
@@ -824,10 +860,11 @@ class ReorderLessonsRequest(_message.Message):
         course_id: _builtins.str = ...,
         module_id: _builtins.str = ...,
         lesson_ids: _abc.Iterable[_builtins.str] | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "lesson_ids", b"lesson_ids", "module_id", b"module_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["course_id", b"course_id", "etag", b"etag", "lesson_ids", b"lesson_ids", "module_id", b"module_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -838,16 +875,20 @@ class ReorderLessonsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MODULE_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    etag: _builtins.str
+    """The course's etag after this change."""
     @_builtins.property
     def module(self) -> _course_pb2.Module: ...
     def __init__(
         self,
         *,
         module: _course_pb2.Module | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["module", b"module"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["module", b"module"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "module", b"module"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

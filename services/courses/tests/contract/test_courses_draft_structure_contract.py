@@ -479,3 +479,71 @@ async def test_archived_courses_and_malformed_requests_change_nothing(h: Courses
         )
     assert error_reason(err.value) == "COURSE_ARCHIVED"
     assert await _draft(h, t.instructor, course.course_id) == before
+
+
+async def test_every_draft_edit_checks_and_reports_the_course_etag(h: CoursesHarness) -> None:
+    # UpdateLesson, DeleteContentItem, ReorderModules and ReorderLessons take the course's etag
+    # like the structure edits above: each reports the new one, a stale one is ABORTED and
+    # changes nothing, an empty one skips the check.
+    t = h.tenant()
+    md = t.instructor.metadata
+    course = await h.published_course(t.instructor)
+    cid = course.course_id
+    second_module = await _module(h, t.instructor, cid, "Extras")
+    item_id = await h.add_article(t.instructor, cid, course.lesson_ids[0], "# Spare")
+    stale = await _etag(h, t.instructor, cid)
+
+    updated = await h.courses.UpdateLesson(
+        pb.UpdateLessonRequest(
+            request_id=rid(), course_id=cid, etag=stale,
+            lesson=course_pb2.Lesson(lesson_id=course.lesson_ids[0], title="Welcome!"),
+            update_mask=FieldMask(paths=["title"]),
+        ),
+        metadata=md,
+    )  # fmt: skip
+    assert updated.lesson.title == "Welcome!"
+    assert updated.etag == await _etag(h, t.instructor, cid) != stale
+
+    calls: list[Callable[[str], Awaitable[str]]] = [
+        lambda etag: _reply_etag(h.courses.ReorderModules(
+            pb.ReorderModulesRequest(
+                request_id=rid(), course_id=cid, module_ids=[second_module, course.module_id],
+                etag=etag,
+            ),
+            metadata=md,
+        )),
+        lambda etag: _reply_etag(h.courses.ReorderLessons(
+            pb.ReorderLessonsRequest(
+                request_id=rid(), course_id=cid, module_id=course.module_id,
+                lesson_ids=course.lesson_ids, etag=etag,
+            ),
+            metadata=md,
+        )),
+        lambda etag: _reply_etag(h.courses.DeleteContentItem(
+            pb.DeleteContentItemRequest(
+                request_id=rid(), course_id=cid, item_id=item_id, etag=etag
+            ),
+            metadata=md,
+        )),
+    ]  # fmt: skip
+    current = updated.etag
+    for call in calls:
+        before = _layout(await _draft(h, t.instructor, cid))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call(stale)
+        assert err.value.code() == grpc.StatusCode.ABORTED
+        assert error_reason(err.value) == "ETAG_MISMATCH"
+        assert _layout(await _draft(h, t.instructor, cid)) == before
+        assert await _etag(h, t.instructor, cid) == current
+        current, previous = await call(current), current
+        assert current == await _etag(h, t.instructor, cid) != previous
+    draft = await _draft(h, t.instructor, cid)
+    assert draft.modules[0].title == "Extras"
+    assert item_id not in {i.item_id for m in draft.modules for ls in m.lessons for i in ls.items}
+    # No etag: no check.
+    assert await calls[1]("")
+
+
+async def _reply_etag(call: Awaitable[object]) -> str:
+    reply = await call
+    return str(getattr(reply, "etag"))  # noqa: B009 (the replies are different message types)
