@@ -75,6 +75,7 @@ from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError as NatsNotFoundError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from sqlalchemy import insert, text
@@ -204,6 +205,12 @@ class EventConsumer:
                 await self._run_once()
             except asyncio.CancelledError:
                 raise
+            except NatsNotFoundError:
+                # The stream's owner (or this service's NatsLink) provisions it at start; until
+                # then there is nothing to consume. Expected on a cold start: no traceback.
+                log.info("consumer %s: stream %s does not exist yet; retrying", self.durable,
+                         self.stream)  # fmt: skip
+                await asyncio.sleep(self.backoff[0])
             except Exception:
                 log.exception("consumer %s stopped; restarting", self.durable)
                 await asyncio.sleep(self.backoff[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -728,3 +729,26 @@ async def test_with_two_batches_in_flight_one_commits_while_another_waits(env: E
     assert info.num_redelivered == 0
     with pytest.raises(ValueError, match="batches_in_flight"):
         env.consumer({NoteCreated: handler}, batches_in_flight=0)
+
+
+async def test_a_consumer_started_before_its_stream_waits_quietly_then_consumes(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On a cold start a consumer may run before whoever provisions its stream: that is not an
+    # error (no ERROR record, no traceback), and it consumes as soon as the stream exists.
+    await env.nc.jetstream().delete_stream(STREAM)
+    caplog.set_level(logging.INFO, logger="suuupra_runtime.events.consumer")
+    env.start(env.consumer({NoteCreated: record_effect}).run())
+
+    async def waiting() -> bool:
+        return any("does not exist yet" in r.message for r in caplog.records)
+
+    await eventually(waiting)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    await ensure_streams(env.nc.jetstream(), [StreamSpec.for_domain(DOMAIN)])
+    await env.emit(NoteCreated(note_id="late", title="t"))
+    relay = env.relay()
+    assert await relay.publish_pending() == 1
+    await relay.close()
+    await eventually(lambda: _equals(env.scalar("SELECT count(*) FROM effects"), 1))
