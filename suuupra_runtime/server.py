@@ -310,15 +310,27 @@ async def _metrics() -> tuple[int, str, bytes]:
     return 200, content_type, body
 
 
+_YOUNG_GC_THRESHOLD = 50_000
+
+
 def settle_heap() -> None:
     """Takes what start-up left alive (modules, protobuf descriptors, compiled SQL, the wiring)
     out of the cyclic garbage collector's sight (`gc.freeze`): its full collections no longer
     walk those objects again and again. py-spy on the notifications event path showed the
     collector at ~20% of the process's CPU before, the hot path's own garbage being small
     against a start-up heap of ~130k objects. Frozen objects are still freed by reference
-    counting; only cycles among them would stay (start-up state lives as long as the process)."""
+    counting; only cycles among them would stay (start-up state lives as long as the process).
+
+    It also raises the young generation's threshold from 700 to `_YOUNG_GC_THRESHOLD` net
+    allocations. A consumer batch or a burst of RPCs keeps a few thousand short-lived containers
+    alive at once, so at 700 the collector ran over and over on objects that reference counting
+    was about to free anyway, promoting them into older generations that then cost more to
+    collect: ~8% of the notifications event path's CPU (gc callbacks: 796 young, 72 middle, 7 full
+    collections per 20k events; with 50 000: none after start-up). What the higher threshold lets
+    pile up is only cyclic garbage, at most that many objects (a few MB) before it is collected."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(_YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 async def serve(definition: ServiceDefinition, settings: ServerSettings) -> None:
