@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from services.notifications.store import InboxItem, to_json
+import orjson
+
+from services.notifications.store import InboxItem
 from suuupra_runtime.events import NatsLink
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,12 @@ class InboxHub:
         if msg.subject == self._own_subject:
             return  # handed to this process's streams when it was committed
         try:
-            decoded = json.loads(msg.data)
+            decoded = orjson.loads(msg.data)
             items = [
                 InboxItem.from_dict(d)
                 for d in (decoded if isinstance(decoded, list) else [decoded])
             ]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
             log.warning("ignoring a malformed live inbox message")
             return
         for item in items:
@@ -97,9 +98,7 @@ class InboxHub:
         for start in range(0, len(items), _ITEMS_PER_MESSAGE):
             chunk = items[start : start + _ITEMS_PER_MESSAGE]
             try:
-                await client.publish(
-                    self._own_subject, to_json([i.to_dict() for i in chunk]).encode()
-                )
+                await client.publish(self._own_subject, orjson.dumps([i.to_dict() for i in chunk]))
             except Exception:
                 log.warning("live inbox publish failed; other replicas miss it", exc_info=True)
 
