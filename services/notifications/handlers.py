@@ -13,7 +13,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,8 +55,9 @@ class SealedToken:
     ciphertext: bytes
 
 
-@dataclass(frozen=True)
-class Notice:
+# Built per event on the consumer's hot path: a NamedTuple, not a frozen dataclass,
+# whose __init__ (object.__setattr__ per field) made those constructions ~8% of the event path.
+class Notice(NamedTuple):
     """One notification to some users (`Notifications.notify`'s arguments)."""
 
     tenant_id: str
@@ -620,7 +621,7 @@ def _paced(
         if p.status is Status.QUEUED:
             i = index.get(p.channel, 0)
             index[p.channel] = i + 1
-            p = replace(p, due_at=p.due_at + dt.timedelta(seconds=i / max(rate, 1)))
+            p = p._replace(due_at=p.due_at + dt.timedelta(seconds=i / max(rate, 1)))
         out.append((recipient, p))
     return out
 

@@ -1,4 +1,5 @@
-"""`timestamp_pb` builds exactly what `Timestamp.FromDatetime` builds, only faster."""
+"""`timestamp_pb` and `set_timestamp` build exactly what `Timestamp.FromDatetime` builds, only
+faster."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from suuupra_runtime.timestamps import now_pb, optional_timestamp_pb, timestamp_pb
+from suuupra_runtime.timestamps import now_pb, optional_timestamp_pb, set_timestamp, timestamp_pb
 
 
 def reference(value: datetime) -> Timestamp:
@@ -28,6 +29,9 @@ def reference(value: datetime) -> Timestamp:
 )
 def test_same_value_as_from_datetime(value: datetime) -> None:
     assert timestamp_pb(value) == reference(value)
+    in_place = Timestamp(seconds=99, nanos=99)  # every field is overwritten
+    set_timestamp(in_place, value)
+    assert in_place == reference(value)
 
 
 def test_none_stays_unset_and_now_is_now() -> None:
