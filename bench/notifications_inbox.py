@@ -11,7 +11,7 @@ stream per user, publishes `notes.v1.NoteShared` events the way a producer's rel
 measures publish → arrival on the stream. The baseline publishes the same number of messages
 with `publish_async` to a stream and consumes them with a pull consumer that acks each one.
 
-    PYTHONPATH=.:gen .venv/bin/python bench/notifications_inbox.py --rounds 3 --events 1000
+    PYTHONPATH=.:gen .venv/bin/python bench/notifications_inbox.py --rounds 3 --events 5000
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ def main() -> None:
     serve.add_argument("--tokens", type=Path, required=True)
     serve.add_argument("--users", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--events", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--users", type=int, default=20)
